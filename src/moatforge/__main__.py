@@ -1,0 +1,3 @@
+from moatforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Argument parsing only: ``moatforge <verb> --config FILE key=value ...``.
+
+Every user-facing failure arrives here as a MoatforgeError and leaves as one line on stderr with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from moatforge.errors import MoatforgeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moatforge", description="Own your model: curate, train, distill, serve.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    train = verbs.add_parser("train", help="fine-tune a model on Ray Train + DeepSpeed")
+    train.add_argument("--config", help="YAML config file (see jobs/configs/)")
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
+    quick = verbs.add_parser("quickstart", help="the demo: sample data, LoRA fine-tune, accuracy before and after")
+    quick.add_argument("--config", help="optional YAML config for the demo's fine-tune")
+    quick.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    sample = verbs.add_parser("sample-data", help="write the demo's tool-calling train/eval JSONL files")
+    sample.add_argument("--out", required=True, help="output folder")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--train-rows", type=int, default=400)
+    sample.add_argument("--eval-rows", type=int, default=60)
+    ev = verbs.add_parser("eval", help="tool-call accuracy of a model on a held-out chat set")
+    ev.add_argument("--model", required=True, help="model reference (alias, HF directory or hub id)")
+    ev.add_argument("--data", required=True, help="held-out JSONL of conversations")
+    ev.add_argument("--out", help="write eval.json here")
+    ev.add_argument("--limit", type=int, default=None, help="score only the first N rows")
+    ev.add_argument("--max-new-tokens", type=int, default=96)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except MoatforgeError as exc:
+        print(f"moatforge {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"moatforge {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    from moatforge.config import load_config
+
+    if args.verb == "train":
+        from moatforge.train.run import run_training
+
+        summary = run_training(load_config(args.config, args.overrides))
+        print(f"[train] {summary['status']}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+        print(f"[train] model: {summary['final_model']}")
+        return 0
+    if args.verb == "quickstart":
+        from moatforge.quickstart import run_quickstart
+
+        run_quickstart(load_config(args.config, args.overrides) if args.config or args.overrides else None)
+        return 0
+    if args.verb == "sample-data":
+        from moatforge.sample_data import write_sample_data
+
+        paths = write_sample_data(args.out, seed=args.seed, n_train=args.train_rows, n_eval=args.eval_rows)
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+        return 0
+    if args.verb == "eval":
+        from moatforge.evaluate import run_eval
+
+        result = run_eval(args.model, args.data, out=args.out, limit=args.limit, max_new_tokens=args.max_new_tokens)
+        print(result)
+        return 0
+    raise AssertionError(args.verb)

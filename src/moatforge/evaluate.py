@@ -1,0 +1,155 @@
+"""Tool-call accuracy of a model on held-out conversations: batched greedy generation, then AST scoring.
+
+Each eval row is a conversation whose last message is the reference assistant turn; the model sees
+everything before it and must produce the same calls (or a text answer where no tool applies).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from moatforge import storage
+from moatforge.chat_template import parse_assistant_output
+from moatforge.data import BadRow, collate, encode_example, generation_prompt
+from moatforge.errors import MoatforgeError
+from moatforge.toolcall_scoring import calls_from_message, calls_match
+
+
+def load_eval_rows(path: str, limit: int | None = None) -> list[dict]:
+    text = storage.read_text(path)
+    if text is None:
+        raise MoatforgeError(f"eval data {path} does not exist or cannot be read")
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise MoatforgeError(f"eval data {path}: line {n} is not valid JSON") from None
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages or messages[-1].get("role") != "assistant":
+            raise MoatforgeError(f"eval data {path}: line {n} must be a conversation ending in an assistant turn")
+        rows.append(row)
+        if limit and len(rows) >= limit:
+            break
+    if not rows:
+        raise MoatforgeError(f"eval data {path} has no rows")
+    return rows
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int):
+    """Greedy batched generation; returns texts, generated token counts, per-prompt latency, total time."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    stop_ids = [tokenizer.eos_token_id]
+    texts: list[str] = [""] * len(prompts)
+    counts = [0] * len(prompts)
+    latency = [0.0] * len(prompts)
+    total_time = 0.0
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_ids,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        dt = time.perf_counter() - t0
+        total_time += dt
+        new = out[:, enc["input_ids"].shape[1] :]
+        for row, i in enumerate(idx):
+            tokens = new[row]
+            valid = tokens[tokens != tokenizer.pad_token_id]
+            counts[i] = int(valid.numel()) + 1 if valid.numel() < tokens.numel() else int(tokens.numel())
+            texts[i] = tokenizer.decode(valid, skip_special_tokens=True)
+            latency[i] = dt
+    return texts, counts, latency, total_time
+
+
+def reference_loss(model, tokenizer, rows: list[dict], batch_size: int, max_seq_len: int = 2048) -> float | None:
+    """Mean token loss of the model on the reference assistant turns (teacher forcing)."""
+    import torch
+
+    from moatforge.train.loop import count_targets, token_loss_sum
+
+    encoded = []
+    for row in rows:
+        try:
+            encoded.append(encode_example(tokenizer, row, max_seq_len, overlong="truncate"))
+        except BadRow:
+            continue
+    loss_sum, targets = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            b = collate([e.input_ids for e in chunk], [e.labels for e in chunk], tokenizer.pad_token_id)
+            logits = model(
+                input_ids=torch.from_numpy(b["input_ids"]), attention_mask=torch.from_numpy(b["attention_mask"])
+            ).logits
+            loss_sum += float(token_loss_sum(logits, torch.from_numpy(b["labels"])))
+            targets += count_targets(b)
+    return loss_sum / targets if targets else None
+
+
+def score(rows: list[dict], texts: list[str]) -> dict:
+    correct, unparseable, reasons = 0, 0, {}
+    for row, text in zip(rows, texts, strict=True):
+        parsed = parse_assistant_output(text)
+        if parsed.error:
+            unparseable += 1
+        ok, reason = calls_match(parsed.tool_calls, calls_from_message(row["messages"][-1]), row.get("tools"))
+        if parsed.error and ok:
+            ok, reason = False, parsed.error
+        correct += ok
+        if not ok:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    n = len(rows)
+    return {
+        "n": n,
+        "correct": correct,
+        "tool_call_accuracy": correct / n,
+        "unparseable_rate": unparseable / n,
+        "failure_reasons": reasons,
+    }
+
+
+def evaluate_model(model_dir: str | Path, rows: list[dict], max_new_tokens: int = 96, batch_size: int = 8) -> dict:
+    from moatforge.models import count_params, load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).eval()
+    prompts = [generation_prompt(tokenizer, r["messages"], r.get("tools")) for r in rows]
+    texts, counts, latency, gen_time = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    result = score(rows, texts)
+    result.update(
+        {
+            "loss": reference_loss(model, tokenizer, rows, batch_size),
+            "latency_s_mean": sum(latency) / len(latency),
+            "tokens_per_s": sum(counts) / gen_time if gen_time > 0 else 0.0,
+            "generated_tokens": sum(counts),
+            "params": count_params(model),
+            "model_path": str(model_dir),
+            "samples": [{"output": t} for t in texts[:3]],
+        }
+    )
+    return result
+
+
+def run_eval(model_ref: str, data: str, out: str | None = None, limit: int | None = None, max_new_tokens: int = 96):
+    from moatforge.models import resolve_model
+
+    model_dir = resolve_model(model_ref)
+    rows = load_eval_rows(data, limit)
+    result = evaluate_model(model_dir, rows, max_new_tokens=max_new_tokens)
+    if out:
+        storage.write_text(out, json.dumps(result, indent=2) + "\n")
+    return json.dumps({k: result[k] for k in ("n", "tool_call_accuracy", "unparseable_rate", "loss", "tokens_per_s")})

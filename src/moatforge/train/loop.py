@@ -1,0 +1,226 @@
+"""The Ray Train worker: one DeepSpeed engine per worker, fed from its Ray Data shard.
+
+The loss of a step is the sum of token losses over the whole global batch divided by the global count of
+target tokens (all-reduced before the first micro-batch). That makes a step's gradient independent of how
+rows fall across workers and micro-batches, so 2 workers under any ZeRO stage match one process exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from moatforge import storage
+from moatforge.config import MoatforgeConfig
+from moatforge.data import IGNORE_INDEX, collate
+from moatforge.train import checkpoint as ckpt_io
+from moatforge.train.ds_config import build_deepspeed_config, lr_factor, warmup_steps
+
+METRICS_FILE = "metrics.jsonl"
+ATTEMPTS_FILE = "attempts.jsonl"
+
+
+def micro_batches(shard, micro_batch_size: int, pad_id: int, seed: int, shuffle: bool):
+    """Endless micro-batches: epochs follow each other so a step never stops short at an epoch edge."""
+    epoch = 0
+    while True:
+        kwargs = {"local_shuffle_buffer_size": 256, "local_shuffle_seed": seed + epoch} if shuffle else {}
+        for batch in shard.iter_batches(batch_size=micro_batch_size, batch_format="numpy", **kwargs):
+            yield collate(list(batch["input_ids"]), list(batch["labels"]), pad_id)
+        epoch += 1
+
+
+def token_loss_sum(logits, labels):
+    import torch.nn.functional as F
+
+    shifted_logits = logits[:, :-1, :].float()
+    shifted_labels = labels[:, 1:]
+    return F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.size(-1)),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+def count_targets(batch) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def build_model(cfg: MoatforgeConfig, model_dir: str, ds_config: dict):
+    import torch
+
+    from moatforge.models import load_model
+    from moatforge.train.export import peft_config
+
+    keep_alive = None
+    if cfg.train.zero_stage == 3:
+        # Lets from_pretrained partition weights as it loads (zero.Init) instead of holding a full copy per rank.
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_config)
+    model = load_model(model_dir, dtype=torch.bfloat16 if cfg.cluster.use_gpu else torch.float32)
+    model.config.use_cache = False
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.enabled:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config(cfg.lora, model_dir))
+    return model, keep_alive
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import deepspeed  # imported inside the worker: it probes accelerators at import time
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from moatforge.models import load_tokenizer
+    from moatforge.train.export import export_final, gather_state_dict
+
+    cfg = MoatforgeConfig.model_validate(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if not cfg.cluster.use_gpu:
+        torch.set_num_threads(cfg.cluster.torch_threads or max(1, int(cfg.cluster.cpus_per_worker)))
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+
+    model_dir = loop_config["model_dir"]
+    run_dir = loop_config["run_dir"]
+    total = loop_config["total_steps"]
+    tokenizer = load_tokenizer(model_dir, cfg.model.chat_template)
+    ds_config = build_deepspeed_config(cfg.train, world, cfg.cluster.use_gpu)
+    model, _keep = build_model(cfg, model_dir, ds_config)
+    warmup = warmup_steps(cfg.train, total)
+    schedule = partial(lr_factor, total_steps=total, warmup=warmup, min_ratio=cfg.train.min_lr_ratio)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_config,
+        lr_scheduler=lambda opt: LambdaLR(opt, schedule),
+    )
+    device = engine.device
+
+    start_step, history, elapsed_before = 0, [], 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = ckpt_io.load(engine, Path(d), strict=not cfg.lora.enabled)
+        start_step, history, elapsed_before = state["step"], state["metrics"], state["elapsed_s"]
+    if rank == 0:
+        _record_attempt(run_dir, loop_config["invocation"], start_step)
+        _write_metrics(run_dir, history)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    eval_shard = ray.train.get_dataset_shard("eval") if loop_config["has_eval"] else None
+    stream = micro_batches(
+        train_shard, cfg.train.micro_batch_size, tokenizer.pad_token_id, cfg.train.seed, cfg.data.shuffle
+    )
+    for _ in range(start_step * cfg.train.grad_accum):
+        next(stream)  # skip what the checkpoint already trained on
+
+    def all_sum(values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def evaluate() -> float | None:
+        engine.eval()
+        loss_sum, targets = 0.0, 0
+        with torch.no_grad():
+            for batch in eval_shard.iter_batches(batch_size=cfg.train.micro_batch_size, batch_format="numpy"):
+                b = collate(list(batch["input_ids"]), list(batch["labels"]), tokenizer.pad_token_id)
+                logits = engine(
+                    input_ids=torch.from_numpy(b["input_ids"]).to(device),
+                    attention_mask=torch.from_numpy(b["attention_mask"]).to(device),
+                ).logits
+                loss_sum += float(token_loss_sum(logits, torch.from_numpy(b["labels"]).to(device)))
+                targets += count_targets(b)
+        engine.train()
+        total_loss, total_targets = all_sum([loss_sum, float(targets)])
+        return total_loss / total_targets if total_targets else None
+
+    def save(step: int, metrics: dict) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="moatforge-ckpt-"))
+        try:
+            state = {"step": step, "metrics": history, "elapsed_s": elapsed_before + time.time() - t_start}
+            ckpt_io.save(engine, tmp, state, rank, frozen_excluded=cfg.lora.enabled)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    t_start = time.time()
+    last_write = 0.0
+    engine.train()
+    metrics: dict = {"step": start_step}
+    for step in range(start_step, total):
+        t0 = time.time()
+        batches = [next(stream) for _ in range(cfg.train.grad_accum)]
+        local_targets = sum(count_targets(b) for b in batches)
+        local_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        global_targets, global_tokens = all_sum([float(local_targets), float(local_tokens)])
+        scale = world * cfg.train.grad_accum / max(global_targets, 1.0)
+        lr = engine.get_lr()[0]
+        step_loss_sum = 0.0
+        for b in batches:
+            logits = engine(
+                input_ids=torch.from_numpy(b["input_ids"]).to(device),
+                attention_mask=torch.from_numpy(b["attention_mask"]).to(device),
+            ).logits
+            loss_sum = token_loss_sum(logits, torch.from_numpy(b["labels"]).to(device))
+            engine.backward(loss_sum * scale)
+            engine.step()
+            step_loss_sum += float(loss_sum.detach())
+        (total_loss_sum,) = all_sum([step_loss_sum])
+        dt = time.time() - t0
+        metrics = {
+            "step": step + 1,
+            "loss": total_loss_sum / max(global_targets, 1.0),
+            "lr": lr,
+            "tokens": int(global_tokens),
+            "tokens_per_s": global_tokens / dt if dt > 0 else 0.0,
+            "step_time_s": dt,
+            "elapsed_s": elapsed_before + time.time() - t_start,
+        }
+        is_last = step + 1 == total
+        if eval_shard is not None and (
+            is_last or (cfg.train.eval_every_steps and (step + 1) % cfg.train.eval_every_steps == 0)
+        ):
+            eval_loss = evaluate()
+            if eval_loss is not None:
+                metrics["eval_loss"] = eval_loss
+        history.append(metrics)
+        if rank == 0 and (is_last or time.time() - last_write > 1.0):
+            _write_metrics(run_dir, history)
+            last_write = time.time()
+        if is_last or (step + 1) % cfg.train.checkpoint_every_steps == 0:
+            save(step + 1, metrics)
+
+    if start_step >= total and checkpoint is None:
+        save(total, metrics)
+    state_dict = gather_state_dict(engine, cfg.train.zero_stage, rank)
+    if rank == 0:
+        _write_metrics(run_dir, history)
+        export_final(state_dict, Path(model_dir), tokenizer, cfg.lora, run_dir)
+    dist.barrier()
+
+
+def _write_metrics(run_dir: str, history: list[dict]) -> None:
+    storage.write_text(storage.join(run_dir, METRICS_FILE), "".join(json.dumps(m) + "\n" for m in history))
+
+
+def _record_attempt(run_dir: str, invocation: str, start_step: int) -> None:
+    path = storage.join(run_dir, ATTEMPTS_FILE)
+    previous = storage.read_text(path) or ""
+    line = json.dumps({"invocation": invocation, "start_step": start_step, "time": time.time(), "pid": os.getpid()})
+    storage.write_text(path, previous + line + "\n")
