@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(VENV)/bin/moatforge quickstart
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks jobs
+	$(VENV)/bin/ruff format --check src tests benchmarks jobs
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

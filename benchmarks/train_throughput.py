@@ -54,12 +54,17 @@ def _ddp_worker(rank: int, world: int, model_dir: str, rows, pad_id, args, port:
             chunk = [mine[(cursor + i) % len(mine)] for i in range(micro)]
             cursor += micro
             batches.append(collate([e.input_ids for e in chunk], [e.labels for e in chunk], pad_id))
-        counts = torch.tensor([sum(count_targets(b) for b in batches), sum(int(b["attention_mask"].sum()) for b in batches)], dtype=torch.float64)
+        counts = torch.tensor(
+            [sum(count_targets(b) for b in batches), sum(int(b["attention_mask"].sum()) for b in batches)],
+            dtype=torch.float64,
+        )
         dist.all_reduce(counts)
         for k, b in enumerate(batches):
             ctx = model.no_sync() if k < len(batches) - 1 else torch.enable_grad()
             with ctx:
-                logits = model(input_ids=torch.from_numpy(b["input_ids"]), attention_mask=torch.from_numpy(b["attention_mask"])).logits
+                logits = model(
+                    input_ids=torch.from_numpy(b["input_ids"]), attention_mask=torch.from_numpy(b["attention_mask"])
+                ).logits
                 loss = token_loss_sum(logits, torch.from_numpy(b["labels"])) * world / counts[0]
                 loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -57,9 +57,9 @@ def _dispatch(args) -> int:
         print(f"[train] model: {summary['final_model']}")
         return 0
     if args.verb == "quickstart":
-        from moatforge.quickstart import run_quickstart
+        from moatforge.quickstart import quickstart_config, run_quickstart
 
-        run_quickstart(load_config(args.config, args.overrides) if args.config or args.overrides else None)
+        run_quickstart(load_config(args.config, args.overrides) if args.config else quickstart_config(args.overrides))
         return 0
     if args.verb == "sample-data":
         from moatforge.sample_data import write_sample_data

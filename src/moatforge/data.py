@@ -332,7 +332,9 @@ def prepare_dataset(
     if not counts.get("ok"):
         example = f" (first problem: {first_problem})" if first_problem else ""
         raise MoatforgeError(f"{role} data {path} has no usable rows{example}; {_count_text(counts)}")
-    kept = encoded.filter(expr="status == 'ok'").select_columns(["input_ids", "labels"])
+    from ray.data.expressions import col
+
+    kept = encoded.filter(expr=col("status") == "ok").select_columns(["input_ids", "labels"])
     if packing:
         kept = kept.map_batches(_pack_batch, fn_kwargs={"max_seq_len": max_seq_len}, batch_format="pyarrow")
     kept = kept.materialize()

@@ -122,7 +122,9 @@ def score(rows: list[dict], texts: list[str]) -> dict:
     }
 
 
-def evaluate_model(model_dir: str | Path, rows: list[dict], max_new_tokens: int = 96, batch_size: int = 8) -> dict:
+def evaluate_model(
+    model_dir: str | Path, rows: list[dict], max_new_tokens: int = 96, batch_size: int = 8, with_loss: bool = True
+) -> dict:
     from moatforge.models import count_params, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
@@ -132,7 +134,7 @@ def evaluate_model(model_dir: str | Path, rows: list[dict], max_new_tokens: int 
     result = score(rows, texts)
     result.update(
         {
-            "loss": reference_loss(model, tokenizer, rows, batch_size),
+            "loss": reference_loss(model, tokenizer, rows, batch_size) if with_loss else None,
             "latency_s_mean": sum(latency) / len(latency),
             "tokens_per_s": sum(counts) / gen_time if gen_time > 0 else 0.0,
             "generated_tokens": sum(counts),

@@ -141,9 +141,7 @@ def load_tokenizer(model_dir: str | Path, chat_template: str = "auto"):
     from moatforge.chat_template import HERMES_TOOL_TEMPLATE, template_supports_tools
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if chat_template == "hermes" or (
-        chat_template == "auto" and not template_supports_tools(tokenizer.chat_template)
-    ):
+    if chat_template == "hermes" or (chat_template == "auto" and not template_supports_tools(tokenizer.chat_template)):
         tokenizer.chat_template = HERMES_TOOL_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -666,9 +666,7 @@ def _x_refund(rng: _Rng, split: str) -> _Built:
         rng.choice([f"My order {f['order_id']} {f['reason']}.", f"Order {f['order_id']} {f['reason']}."]),
         rng.choice([f"I'd like a refund of {f['amount']}.", f"Please refund {f['amount']}."]),
     ]
-    return [_user(_email(rng, split, keys)), _assistant_calls(rng, [("issue_refund", args)])], [
-        "issue_refund"
-    ]
+    return [_user(_email(rng, split, keys)), _assistant_calls(rng, [("issue_refund", args)])], ["issue_refund"]
 
 
 def _x_ticket(rng: _Rng, split: str) -> _Built:
@@ -699,9 +697,7 @@ def _x_cancel(rng: _Rng, split: str) -> _Built:
         rng.choice(_NOTIFY_SENTENCE[notify]),
     ]
     args = {"order_id": oid, "notify_customer": notify}
-    return [_user(_email(rng, split, keys)), _assistant_calls(rng, [("cancel_order", args)])], [
-        "cancel_order"
-    ]
+    return [_user(_email(rng, split, keys)), _assistant_calls(rng, [("cancel_order", args)])], ["cancel_order"]
 
 
 def _p_orders(rng: _Rng, split: str) -> _Built:

@@ -7,6 +7,7 @@ values would make the real tool do something other than what the reference inten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import Counter
@@ -28,10 +29,8 @@ def calls_from_message(message: dict) -> list[dict]:
         fn = tc.get("function", tc)
         args = fn.get("arguments", {})
         if isinstance(args, str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
         calls.append({"name": fn.get("name"), "arguments": args})
     return calls
 
@@ -155,9 +154,7 @@ def _max_matching(ok: list[list[bool]]) -> list[int | None]:
     return ref_match
 
 
-def calls_match(
-    predicted: list[dict], reference: list[dict], tools: list[dict] | None = None
-) -> tuple[bool, str]:
+def calls_match(predicted: list[dict], reference: list[dict], tools: list[dict] | None = None) -> tuple[bool, str]:
     """Whether `predicted` does what `reference` does; parallel calls may come in any order.
 
     An empty `reference` means the right answer is plain text, so only an empty prediction passes.

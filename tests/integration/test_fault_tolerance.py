@@ -32,7 +32,9 @@ def test_worker_killed_mid_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     killed_at = None
     deadline = time.time() + 600
     while time.time() < deadline and thread.is_alive():
-        steps = [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
+        steps = (
+            [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] if (run_dir / "metrics.jsonl").exists() else []
+        )
         if steps and steps[-1] >= EVERY + 1:
             pid = read_jsonl(run_dir / "attempts.jsonl")[-1]["pid"]
             os.kill(pid, signal.SIGKILL)

@@ -83,7 +83,9 @@ def test_only_adapter_weights_change_and_merge_is_exact(lora_run, tiny_model_dir
             assert torch.equal(merged_sd[name], weight), f"frozen weight {name} changed"
     assert changed == 2 * len(TARGETS)  # 2 layers
 
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "final" / "adapter").eval()
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir / "final" / "adapter"
+    ).eval()
     ids = torch.randint(0, 1000, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, peft_model(ids).logits, rtol=1e-4, atol=1e-4)

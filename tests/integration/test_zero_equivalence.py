@@ -40,7 +40,7 @@ def reference_losses(model_dir, rows, cfg) -> list[float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

@@ -116,7 +116,11 @@ def test_overlong_drop_and_truncate(tokenizer):
             {
                 "messages": [
                     {"role": "user", "content": "x"},
-                    {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"function": {"name": "f", "arguments": "{"}}],
+                    },
                 ]
             },
             "not valid JSON",

@@ -18,9 +18,10 @@ def test_gpu_uses_bf16_and_offload():
     assert cfg["bf16"]["enabled"] is True
     zero = cfg["zero_optimization"]
     assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
-    assert "offload_param" not in build_deepspeed_config(TrainArgs(zero_stage=2, offload="optimizer"), 2, False)[
-        "zero_optimization"
-    ]
+    assert (
+        "offload_param"
+        not in build_deepspeed_config(TrainArgs(zero_stage=2, offload="optimizer"), 2, False)["zero_optimization"]
+    )
 
 
 def test_warmup_then_cosine():

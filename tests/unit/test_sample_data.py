@@ -135,9 +135,7 @@ def test_two_step_uses_invoice_id_from_tool_result(splits):
 
 def test_id_arguments_appear_in_conversation(splits):
     for row in splits[0] + splits[1]:
-        visible = " ".join(
-            m["content"] for m in row["messages"] if m["role"] in ("user", "tool") and m["content"]
-        )
+        visible = " ".join(m["content"] for m in row["messages"] if m["role"] in ("user", "tool") and m["content"])
         for call in _tool_calls(row):
             args = json.loads(call["function"]["arguments"])
             for key in ID_KEYS & args.keys():

@@ -28,7 +28,10 @@ def gather_state_dict(engine, zero_stage: int, rank: int) -> dict | None:
 def export_final(state_dict: dict, model_dir: Path, tokenizer, lora_args, run_dir: str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    # A live ZeRO-3 loading hook would partition this single-process model and wait on the other ranks.
+    unset_hf_deepspeed_config()
     config = AutoConfig.from_pretrained(str(model_dir))
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,6 +62,10 @@ def build_model(cfg: MoatforgeConfig, model_dir: str, ds_config: dict):
 
     keep_alive = None
     if cfg.train.zero_stage == 3:
+        import deepspeed
+
+        # DeepSpeed must see Ray Train's process group before its config checks the world size.
+        deepspeed.init_distributed(dist_backend="nccl" if cfg.cluster.use_gpu else "gloo")
         # Lets from_pretrained partition weights as it loads (zero.Init) instead of holding a full copy per rank.
         from transformers.integrations import HfDeepSpeedConfig
 
@@ -100,7 +104,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     total = loop_config["total_steps"]
     tokenizer = load_tokenizer(model_dir, cfg.model.chat_template)
     ds_config = build_deepspeed_config(cfg.train, world, cfg.cluster.use_gpu)
-    model, _keep = build_model(cfg, model_dir, ds_config)
+    model, zero3_init = build_model(cfg, model_dir, ds_config)
     warmup = warmup_steps(cfg.train, total)
     schedule = partial(lr_factor, total_steps=total, warmup=warmup, min_ratio=cfg.train.min_lr_ratio)
     engine, _, _, _ = deepspeed.initialize(
@@ -110,6 +114,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         lr_scheduler=lambda opt: LambdaLR(opt, schedule),
     )
     device = engine.device
+    del zero3_init  # loading is done; later model builds (the export) must not be partitioned
 
     start_step, history, elapsed_before = 0, [], 0.0
     checkpoint = ray.train.get_checkpoint()
@@ -206,8 +211,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if is_last or (step + 1) % cfg.train.checkpoint_every_steps == 0:
             save(step + 1, metrics)
 
-    if start_step >= total and checkpoint is None:
-        save(total, metrics)
     state_dict = gather_state_dict(engine, cfg.train.zero_stage, rank)
     if rank == 0:
         _write_metrics(run_dir, history)

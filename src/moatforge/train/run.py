@@ -19,8 +19,16 @@ from moatforge.train.loop import ATTEMPTS_FILE, METRICS_FILE, train_loop_per_wor
 
 def ensure_ray(address: str | None = None) -> None:
     """Join the cluster named by ``cluster.address`` or RAY_ADDRESS (ray job submit), else start one here."""
-    import ray
+    import logging
 
+    import ray
+    import ray.data
+
+    # Ray Data's per-operator progress logging buries the one progress line per step that users read.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
     if ray.is_initialized():
         return
     ray.init(address=address, log_to_driver=True, configure_logging=False)
@@ -193,5 +201,9 @@ def _skipped(counts: dict[str, int]) -> str:
 
 
 def _first_line(exc: BaseException | None) -> str:
-    text = str(exc).strip().splitlines() if exc is not None else []
-    return text[0][:300] if text else type(exc).__name__
+    """The headline of a (possibly wrapped, multi-line) Ray error plus its root cause line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] if exc is not None else []
+    if not lines:
+        return type(exc).__name__
+    cause = next((line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1])
+    return (lines[0] if cause == lines[0] else f"{lines[0]} {cause}")[:400]
