@@ -96,7 +96,7 @@ def _mulmod(a: np.ndarray, x: np.ndarray) -> np.ndarray:
     return _reduce(total)
 
 
-def minhash_signature(shingle_set: Iterable[str], num_perm: int = 112, seed: int = 42) -> np.ndarray:
+def minhash_signature(shingles: Iterable[str], num_perm: int = 112, seed: int = 42) -> np.ndarray:
     """MinHash signature (uint64, length ``num_perm``); identical for identical sets, seeds and num_perm.
 
     Each shingle is hashed once (64-bit blake2b) and then permuted ``num_perm`` times in numpy, in chunks
@@ -105,7 +105,7 @@ def minhash_signature(shingle_set: Iterable[str], num_perm: int = 112, seed: int
     """
     if num_perm < 1:
         raise ValueError("num_perm must be >= 1")
-    items = list(shingle_set)
+    items = list(shingles)
     signature = np.full(num_perm, EMPTY_HASH, dtype=np.uint64)
     if not items:
         return signature

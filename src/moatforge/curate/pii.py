@@ -49,7 +49,11 @@ _EMAIL = re.compile(
 _CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}(?![\w-])")
+# Only the first group may follow without a separator: optional separators between every group would
+# let a long digit run split in exponentially many ways before the match fails.
+_PHONE_INTL = re.compile(
+    r"(?<![\w+])\+(?:\d{7,15}|\d{1,3}(?:[ .-]?\(\d{1,4}\))?[ .-]?\d{1,8}(?:[ .-]\d{1,8}){0,5})(?![\w-])"
+)
 _PHONE_US = re.compile(r"(?<![\w+\-.])(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)")
 
 
@@ -206,7 +210,10 @@ def _redact_content(content, counts: Counter, kinds: Collection[str]):
 def _redact_messages(messages: list[dict], counts: Counter, kinds: Collection[str]) -> list[dict]:
     out = []
     for message in messages:
-        message = {**message, "content": _redact_content(message.get("content"), counts, kinds)}
+        if "content" in message:
+            message = {**message, "content": _redact_content(message["content"], counts, kinds)}
+        else:
+            message = dict(message)
         calls = message.get("tool_calls")
         if calls:
             new_calls = []

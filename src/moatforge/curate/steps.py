@@ -140,7 +140,9 @@ def normalize(batch: pd.DataFrame, args: NormalizeArgs) -> tuple[pd.DataFrame, p
             messages_out.append(raw)
             reasons.append("bad_messages")
             continue
-        new_messages = [{**m, "content": _normalize_content(m.get("content"), args)} for m in parsed]
+        new_messages = [
+            {**m, "content": _normalize_content(m["content"], args)} if "content" in m else m for m in parsed
+        ]
         if new_messages != parsed:
             messages_changed = True
             messages_out.append(json.dumps(new_messages, ensure_ascii=False) if isinstance(raw, str) else new_messages)
@@ -194,13 +196,17 @@ class DecontaminateArgs(BaseModel):
 
     n: int = Field(13, ge=1)
     ngrams: SkipValidation[set[str] | frozenset[str]] = Field(default_factory=set, exclude=True, repr=False)
-    _lengths: tuple[int, ...] | None = PrivateAttr(None)
+    _lengths: tuple[int, tuple[int, ...]] | None = PrivateAttr(None)
 
     def gram_lengths(self) -> tuple[int, ...]:
-        """Distinct gram lengths in the index: ``n`` plus those of whole short eval texts."""
-        if self._lengths is None:
-            self._lengths = tuple(sorted({g.count(" ") + 1 for g in self.ngrams}))
-        return self._lengths
+        """Distinct gram lengths in the index: ``n`` plus those of whole short eval texts.
+
+        Cached against the index object's identity, so ``model_copy(update={"ngrams": ...})`` cannot
+        reuse the lengths of a different index.
+        """
+        if self._lengths is None or self._lengths[0] != id(self.ngrams):
+            self._lengths = (id(self.ngrams), tuple(sorted({g.count(" ") + 1 for g in self.ngrams})))
+        return self._lengths[1]
 
 
 def decontaminate(batch: pd.DataFrame, args: DecontaminateArgs) -> tuple[pd.DataFrame, pd.DataFrame]:
