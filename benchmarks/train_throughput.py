@@ -35,7 +35,7 @@ def _ddp_worker(rank: int, world: int, model_dir: str, rows, pad_id, args, port:
 
     from moatforge.data import collate
     from moatforge.models import load_model
-    from moatforge.train.loop import count_targets, token_loss_sum
+    from moatforge.train.loop import count_targets
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -62,10 +62,8 @@ def _ddp_worker(rank: int, world: int, model_dir: str, rows, pad_id, args, port:
         for k, b in enumerate(batches):
             ctx = model.no_sync() if k < len(batches) - 1 else torch.enable_grad()
             with ctx:
-                logits = model(
-                    input_ids=torch.from_numpy(b["input_ids"]), attention_mask=torch.from_numpy(b["attention_mask"])
-                ).logits
-                loss = token_loss_sum(logits, torch.from_numpy(b["labels"])) * world / counts[0]
+                # The same sparse-logits loss as moatforge, so the comparison isolates the training stack.
+                loss = forward_loss_sum(model, b, "cpu") * world / counts[0]
                 loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -17,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="fine-tune a model on Ray Train + DeepSpeed")
     train.add_argument("--config", help="YAML config file (see jobs/configs/)")
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
+    curate = verbs.add_parser("curate", help="clean raw exports on Ray Data: dedup, quality, PII, decontamination")
+    curate.add_argument("--config", help="YAML config file with a curate: section")
+    curate.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. curate.input=raw/")
     quick = verbs.add_parser("quickstart", help="the demo: sample data, LoRA fine-tune, accuracy before and after")
     quick.add_argument("--config", help="optional YAML config for the demo's fine-tune")
     quick.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -55,6 +58,11 @@ def _dispatch(args) -> int:
         summary = run_training(load_config(args.config, args.overrides))
         print(f"[train] {summary['status']}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
         print(f"[train] model: {summary['final_model']}")
+        return 0
+    if args.verb == "curate":
+        from moatforge.curate.pipeline import run_curate
+
+        run_curate(load_config(args.config, args.overrides))
         return 0
     if args.verb == "quickstart":
         from moatforge.quickstart import quickstart_config, run_quickstart

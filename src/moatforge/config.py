@@ -86,6 +86,18 @@ class LoraArgs(_Args):
     )
 
 
+DEFAULT_CURATE_STEPS = ["normalize", "chat_validate", "quality", "exact_dedup", "near_dedup", "pii"]
+
+
+class CurateArgs(_Args):
+    """``steps`` is an ordered list of ``{name: STEP, ...its parameters}``; the curate stage validates each."""
+
+    input: str | None = None
+    output: str | None = None
+    overwrite: bool = False
+    steps: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": n} for n in DEFAULT_CURATE_STEPS])
+
+
 class MoatforgeConfig(_Args):
     run: RunArgs = Field(default_factory=RunArgs)
     cluster: ClusterArgs = Field(default_factory=ClusterArgs)
@@ -93,6 +105,7 @@ class MoatforgeConfig(_Args):
     data: DataArgs = Field(default_factory=DataArgs)
     train: TrainArgs = Field(default_factory=TrainArgs)
     lora: LoraArgs = Field(default_factory=LoraArgs)
+    curate: CurateArgs = Field(default_factory=CurateArgs)
 
     def run_dir(self) -> str:
         return self.run.storage_path.rstrip("/") + "/" + self.run.name

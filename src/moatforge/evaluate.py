@@ -79,7 +79,7 @@ def reference_loss(model, tokenizer, rows: list[dict], batch_size: int, max_seq_
     """Mean token loss of the model on the reference assistant turns (teacher forcing)."""
     import torch
 
-    from moatforge.train.loop import count_targets, token_loss_sum
+    from moatforge.train.loop import count_targets, forward_loss_sum
 
     encoded = []
     for row in rows:
@@ -92,10 +92,7 @@ def reference_loss(model, tokenizer, rows: list[dict], batch_size: int, max_seq_
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start : start + batch_size]
             b = collate([e.input_ids for e in chunk], [e.labels for e in chunk], tokenizer.pad_token_id)
-            logits = model(
-                input_ids=torch.from_numpy(b["input_ids"]), attention_mask=torch.from_numpy(b["attention_mask"])
-            ).logits
-            loss_sum += float(token_loss_sum(logits, torch.from_numpy(b["labels"])))
+            loss_sum += float(forward_loss_sum(model, b, "cpu"))
             targets += count_targets(b)
     return loss_sum / targets if targets else None
 

@@ -24,7 +24,7 @@ QUICKSTART_OVERRIDES = [
     "train.max_steps=36",
     "train.micro_batch_size=2",
     "train.grad_accum=1",
-    "train.lr=1e-3",
+    "train.lr=2e-3",
     "train.warmup_ratio=0.1",
     "train.checkpoint_every_steps=12",
     "lora.enabled=true",
@@ -32,7 +32,7 @@ QUICKSTART_OVERRIDES = [
     "lora.alpha=32",
 ]
 EVAL_ROWS = 40
-MAX_NEW_TOKENS = 80
+MAX_NEW_TOKENS = 72
 # Generation batches: larger batches mean fewer sequential decode steps, which dominate on a CPU.
 EVAL_BATCH = 20
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moatforge.data import collate, encode_example
+from moatforge.data import IGNORE_INDEX, collate, encode_example
 from moatforge.models import load_model, load_tokenizer
 from moatforge.train.ds_config import lr_factor, warmup_steps
-from moatforge.train.loop import count_targets, token_loss_sum
+from moatforge.train.loop import count_targets
 from moatforge.train.run import run_training
 
 from .helpers import read_jsonl, sample_rows, tiny_config, write_rows
@@ -17,6 +17,14 @@ STEPS = 4
 ROWS = 8  # = micro 2 x accum 2 x 2 workers: each step sees every row, however Ray Data splits them
 # fp32 on both sides; differences come only from reduction order across partitions.
 RTOL = 2e-5
+
+
+def token_loss_sum(logits, labels):
+    """Plain full-logits causal LM loss: the independent reference for the trainer's sparse-logits loss."""
+    shifted = logits[:, :-1, :]
+    return torch.nn.functional.cross_entropy(
+        shifted.reshape(-1, shifted.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
 
 
 def reference_losses(model_dir, rows, cfg) -> list[float]:

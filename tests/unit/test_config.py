@@ -45,7 +45,9 @@ def test_unknown_key_lists_valid_names(tmp_path):
 
 
 def test_unknown_group(tmp_path):
-    with pytest.raises(MoatforgeError, match="valid keys in the top level: cluster, data, lora, model, run, train"):
+    with pytest.raises(
+        MoatforgeError, match="valid keys in the top level: cluster, curate, data, lora, model, run, train"
+    ):
         load_config(None, ["trian.lr=1"])
 
 

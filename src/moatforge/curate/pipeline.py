@@ -1,0 +1,366 @@
+"""``moatforge curate``: a streaming Ray Data pipeline of small steps, with an audit trail of every dropped row.
+
+Row-level steps (normalize, quality, pii, ...) run back to back inside one ``map_batches`` per segment; the
+global steps need a view across the corpus and are Ray Data groupbys: ``exact_dedup`` hash-partitions rows by
+content hash, ``near_dedup`` groups MinHash-LSH band keys and joins the candidate pairs into clusters. Every
+row stays in the dataset until the end, tagged with the step and reason that dropped it, so the counts
+conserve by construction: rows read = kept + rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moatforge import storage
+from moatforge.config import MoatforgeConfig
+from moatforge.curate.minhash import clusters_from_buckets, lsh_band_keys, minhash_signature, shingles
+from moatforge.curate.reader import OUT_COLUMNS, file_digest, list_inputs, read_file
+from moatforge.curate.steps import STEPS, DecontaminateArgs, build_ngram_index
+from moatforge.curate.text_utils import content_hash, parse_messages, row_text
+from moatforge.errors import MoatforgeError
+
+COLUMNS = (*OUT_COLUMNS, "dup_of", "pii_counts", "_timings")
+SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+KEPT_COLUMNS = ["id", "text", "messages", "tools", "meta"]
+REJECT_COLUMNS = ["id", "source", "step", "reason", "dup_of", "text", "messages", "tools", "meta"]
+
+
+class ExactDedupArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NearDedupArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ngram: int = Field(5, ge=1)
+    bands: int = Field(14, ge=1)
+    rows: int = Field(8, ge=1)
+    seed: int = 42
+
+
+class DecontaminateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(13, ge=1)
+    eval_files: list[str] = Field(default_factory=list)
+
+
+GLOBAL_STEPS = {"exact_dedup": ExactDedupArgs, "near_dedup": NearDedupArgs}
+
+
+def parse_steps(specs: list[dict]) -> list[tuple[str, BaseModel]]:
+    """Validate ``curate.steps`` up front: a typo in step 5 must not cost a pass over the corpus."""
+    valid = sorted([*STEPS, *GLOBAL_STEPS])
+    parsed = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise MoatforgeError(f"curate.steps[{i}] must be a mapping with a 'name' (one of {', '.join(valid)})")
+        name = spec["name"]
+        params = {k: v for k, v in spec.items() if k != "name"}
+        if name == "decontaminate":
+            model: type[BaseModel] = DecontaminateSpec
+        elif name in GLOBAL_STEPS:
+            model = GLOBAL_STEPS[name]
+        elif name in STEPS:
+            model = STEPS[name][1]
+        else:
+            raise MoatforgeError(f"curate.steps[{i}]: unknown step {name!r}; valid steps: {', '.join(valid)}")
+        try:
+            parsed.append((name, model.model_validate(params)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            hint = f"; valid keys: {', '.join(model.model_fields)}" if err["type"] == "extra_forbidden" else ""
+            raise MoatforgeError(f"curate.steps[{i}] ({name}): {loc}: {err['msg']}{hint}") from None
+    return parsed
+
+
+# ---------------------------------------------------------------- batch helpers
+
+
+def _to_table(df: pd.DataFrame) -> pa.Table:
+    cols = {}
+    for c in COLUMNS:
+        values = df[c].tolist() if c in df.columns else [None] * len(df)
+        cols[c] = pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())
+    return pa.table(cols, schema=SCHEMA)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _pending(df: pd.DataFrame) -> pd.Series:
+    return df["reason"].isna()
+
+
+def run_row_steps(batch: pd.DataFrame, steps: list[tuple[str, Any, Any]]) -> pa.Table:
+    """Apply row-level steps in order to the rows nothing has dropped yet; record time per step."""
+    mask = _pending(batch)
+    done = [batch.loc[~mask]]
+    live = batch.loc[mask].reset_index(drop=True)
+    timings: dict[str, float] = {}
+    for name, fn, args in steps:
+        t0 = time.perf_counter()
+        live, rejected = fn(live, args)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        done.append(rejected)
+    out = pd.concat([*done, live], ignore_index=True)
+    out["_timings"] = None
+    if len(out):
+        out.loc[0, "_timings"] = json.dumps(timings)
+    return _to_table(out)
+
+
+class RowSteps:
+    """Ray Data callable class: builds step args once per actor (the decontamination index is large)."""
+
+    def __init__(self, specs: list[tuple[str, Any]], ngrams_ref=None):
+        import ray
+
+        ngrams = ray.get(ngrams_ref) if ngrams_ref is not None else set()
+        self.steps = []
+        for name, args in specs:
+            if name == "decontaminate":
+                args = DecontaminateArgs(n=args.n, ngrams=ngrams)
+            self.steps.append((name, STEPS[name][0], args))
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        return run_row_steps(batch, self.steps)
+
+
+def _exact_key(batch: pd.DataFrame) -> pd.DataFrame:
+    keys = []
+    for row in batch.to_dict("records"):
+        keys.append(content_hash(row_text(row)) if _missing(row.get("reason")) else "rejected:" + row["id"])
+    batch = batch.copy()
+    batch["_key"] = keys
+    return batch
+
+
+def _mark_exact(group: pd.DataFrame) -> pd.DataFrame:
+    live = group.index[_pending(group)]
+    if len(live) > 1:
+        keeper = min(group.loc[live, "id"])
+        for i in live:
+            if group.at[i, "id"] != keeper:
+                group.at[i, "step"], group.at[i, "reason"], group.at[i, "dup_of"] = (
+                    "exact_dedup",
+                    "exact_duplicate",
+                    keeper,
+                )
+    return group.drop(columns=["_key"])
+
+
+def _band_rows(batch: pd.DataFrame, args: NearDedupArgs) -> pd.DataFrame:
+    bands, ids = [], []
+    for row in batch.to_dict("records"):
+        if not _missing(row.get("reason")):
+            continue
+        sig = minhash_signature(shingles(row_text(row), args.ngram), args.bands * args.rows, args.seed)
+        for key in lsh_band_keys(sig, args.bands, args.rows):
+            bands.append(key)
+            ids.append(row["id"])
+    return pd.DataFrame({"band": pd.Series(bands, dtype=object), "id": pd.Series(ids, dtype=object)})
+
+
+def _bucket_edges(group: pd.DataFrame) -> pd.DataFrame:
+    ids = sorted(set(group["id"]))
+    if len(ids) < 2:
+        return pd.DataFrame({"a": pd.Series([], dtype=object), "b": pd.Series([], dtype=object)})
+    return pd.DataFrame({"a": [ids[0]] * (len(ids) - 1), "b": ids[1:]})
+
+
+def _mark_near(batch: pd.DataFrame, representative: dict[str, str]) -> pd.DataFrame:
+    batch = batch.copy()
+    for i, row_id in enumerate(batch["id"]):
+        rep = representative.get(row_id)
+        if rep is not None and rep != row_id and _missing(batch.iat[i, batch.columns.get_loc("reason")]):
+            batch.iat[i, batch.columns.get_loc("step")] = "near_dedup"
+            batch.iat[i, batch.columns.get_loc("reason")] = "near_duplicate"
+            batch.iat[i, batch.columns.get_loc("dup_of")] = rep
+    return batch
+
+
+def near_dedup(ds, args: NearDedupArgs):
+    """Candidate pairs from shared LSH buckets (a Ray Data groupby), clusters by union-find, smallest id kept.
+
+    Only ids that share a bucket reach the driver, so memory there scales with the duplicates, not the corpus.
+    """
+    ds = ds.materialize()
+    bands = ds.map_batches(_band_rows, fn_kwargs={"args": args}, batch_format="pandas")
+    edges = bands.groupby("band").map_groups(_bucket_edges, batch_format="pandas").take_all()
+    buckets = {f"e{i}": [e["a"], e["b"]] for i, e in enumerate(edges)}
+    representative = clusters_from_buckets(buckets) if buckets else {}
+    return ds.map_batches(_mark_near, fn_kwargs={"representative": representative}, batch_format="pandas")
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _summarize(batch: pd.DataFrame) -> pd.DataFrame:
+    counts: dict[str, float] = {"rows": len(batch)}
+    for step, reason in zip(batch["step"], batch["reason"], strict=True):
+        if not _missing(reason):
+            key = f"rejected\t{step}\t{reason}"
+            counts[key] = counts.get(key, 0) + 1
+    for value in batch["pii_counts"]:
+        if not _missing(value):
+            for kind, n in json.loads(value).items():
+                counts[f"pii\t{kind}"] = counts.get(f"pii\t{kind}", 0) + n
+    for value in batch["_timings"]:
+        if not _missing(value):
+            for step, seconds in json.loads(value).items():
+                counts[f"time\t{step}"] = counts.get(f"time\t{step}", 0.0) + seconds
+    return pd.DataFrame({"key": list(counts), "value": [float(v) for v in counts.values()]})
+
+
+def _eval_ngrams(files: list[str], n: int) -> set[str]:
+    texts = []
+    for path in files:
+        for item in read_file({"path": path}):
+            if item["reason"] is not None:
+                continue
+            messages = parse_messages(item["messages"]) if item["messages"] else None
+            if messages:
+                texts.extend(m.get("content") for m in messages if isinstance(m.get("content"), str))
+            else:
+                texts.append(row_text(item))
+    return build_ngram_index(texts, n=n)
+
+
+def run_curate(cfg: MoatforgeConfig, printer=print) -> dict:
+    import ray
+    import ray.data
+
+    from moatforge.train.run import ensure_ray
+
+    cur = cfg.curate
+    if not cur.input or not cur.output:
+        raise MoatforgeError(
+            "curate.input and curate.output must both be set (e.g. curate.input=raw/ curate.output=clean/)"
+        )
+    steps = parse_steps(cur.steps)
+    inputs = list_inputs(cur.input)
+    if storage.exists(cur.output) and not cur.overwrite:
+        raise MoatforgeError(
+            f"curate.output {cur.output} already exists; pick a new folder or set curate.overwrite=true"
+        )
+    for name, args in steps:
+        if name == "decontaminate":
+            for f in args.eval_files:
+                if not storage.exists(f):
+                    raise MoatforgeError(f"decontaminate eval file {f} does not exist")
+    ensure_ray(cfg.cluster.address)
+    started = time.time()
+
+    ds = ray.data.from_items([{"path": i["path"]} for i in inputs]).flat_map(read_file)
+    ds = ds.map_batches(_to_table, batch_format="pandas")
+    global_time: dict[str, float] = {}
+    segment: list[tuple[str, Any]] = []
+
+    def flush(ds):
+        if not segment:
+            return ds
+        ngrams = next((a for n, a in segment if n == "decontaminate"), None)
+        ref = ray.put(_eval_ngrams(ngrams.eval_files, ngrams.n)) if ngrams is not None else None
+        specs = list(segment)
+        segment.clear()
+        return ds.map_batches(
+            RowSteps,
+            fn_constructor_args=(specs, ref),
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=1),
+        )
+
+    for name, args in steps:
+        if name not in GLOBAL_STEPS:
+            segment.append((name, args))
+            continue
+        ds = flush(ds).materialize()
+        t0 = time.time()
+        if name == "exact_dedup":
+            ds = (
+                ds.map_batches(_exact_key, batch_format="pandas")
+                .groupby("_key")
+                .map_groups(_mark_exact, batch_format="pandas")
+            )
+            ds = ds.map_batches(_to_table, batch_format="pandas").materialize()
+        else:
+            ds = near_dedup(ds, args).map_batches(_to_table, batch_format="pandas").materialize()
+        global_time[name] = time.time() - t0
+    ds = flush(ds).materialize()
+
+    totals: dict[str, float] = {}
+    for part in ds.map_batches(_summarize, batch_format="pandas").iter_rows():
+        totals[part["key"]] = totals.get(part["key"], 0.0) + part["value"]
+    manifest = _manifest(cfg, inputs, totals, global_time, time.time() - started)
+    if manifest["rows_kept"] == 0:
+        raise MoatforgeError(
+            f"curation kept no rows out of {manifest['rows_read']} read; see the reasons: {manifest['rejected']}"
+        )
+    _write_outputs(ds, cur.output, manifest)
+    printer(format_summary(manifest))
+    return manifest
+
+
+def _manifest(cfg, inputs, totals, global_time, wall) -> dict:
+    rejected: dict[str, dict[str, int]] = {}
+    for key, value in totals.items():
+        if key.startswith("rejected\t"):
+            _, step, reason = key.split("\t")
+            rejected.setdefault(step, {})[reason] = int(value)
+    rows_read = int(totals.get("rows", 0))
+    n_rejected = sum(sum(r.values()) for r in rejected.values())
+    seconds = {k.split("\t")[1]: round(v, 3) for k, v in totals.items() if k.startswith("time\t")}
+    seconds.update({k: round(v, 3) for k, v in global_time.items()})
+    return {
+        "inputs": [{**i, "sha256": file_digest(i["path"])} for i in inputs],
+        "rows_read": rows_read,
+        "rows_kept": rows_read - n_rejected,
+        "rows_rejected": n_rejected,
+        "rejected": rejected,
+        "redactions": {k.split("\t")[1]: int(v) for k, v in totals.items() if k.startswith("pii\t")},
+        "seconds_per_step": seconds,
+        "wall_time_s": round(wall, 3),
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def _write_outputs(ds, output: str, manifest: dict) -> None:
+    """Write everything under a temporary name and rename, so a reader never sees half an output."""
+    from ray.data.expressions import col
+
+    local = not storage.is_uri(output)
+    target = os.path.abspath(output) if local else output.rstrip("/")
+    work = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if local else target
+    ds.filter(expr=col("reason").is_null()).select_columns(KEPT_COLUMNS).write_parquet(storage.join(work, "data"))
+    rejects = ds.filter(expr=col("reason").is_not_null()).select_columns(REJECT_COLUMNS)
+    rejects.write_parquet(storage.join(work, "rejects"))
+    storage.write_text(storage.join(work, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    if local:
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(work, target)
+
+
+def format_summary(manifest: dict) -> str:
+    lines = [
+        f"[curate] read {manifest['rows_read']} rows: kept {manifest['rows_kept']}, "
+        f"rejected {manifest['rows_rejected']} in {manifest['wall_time_s']:.1f}s"
+    ]
+    for step, reasons in sorted(manifest["rejected"].items()):
+        detail = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        lines.append(f"[curate]   {step:<14} {sum(reasons.values()):>6}  ({detail})")
+    if manifest["redactions"]:
+        lines.append("[curate] redacted: " + ", ".join(f"{k}={v}" for k, v in sorted(manifest["redactions"].items())))
+    return "\n".join(lines)
