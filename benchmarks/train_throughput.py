@@ -35,7 +35,7 @@ def _ddp_worker(rank: int, world: int, model_dir: str, rows, pad_id, args, port:
 
     from moatforge.data import collate
     from moatforge.models import load_model
-    from moatforge.train.loop import count_targets
+    from moatforge.train.loop import count_targets, forward_loss_sum
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=world)
