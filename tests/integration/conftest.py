@@ -1,12 +1,39 @@
-"""One local Ray cluster for the whole integration suite; restarting Ray per test would dominate the run time."""
+"""One local Ray cluster for the whole integration suite; restarting Ray per test would dominate the run time.
+
+An S3 endpoint (moto's server on loopback) starts first, so every Ray worker inherits its address and
+credentials: object-storage paths (``s3://``) go through the same pyarrow code as on a real cloud.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
     import ray
 
     # More logical CPUs than cores: Train workers, Ray Data actors and the split coordinator must co-exist.

@@ -58,11 +58,27 @@ def equivalence_data(tmp_path_factory):
     return rows, write_rows(tmp_path_factory.mktemp("eq") / "train.jsonl", rows)
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_zero_stage_matches_single_process(stage, ray_cluster, tiny_model_dir, equivalence_data, tmp_path):
+@pytest.mark.parametrize(
+    "stage, extra",
+    [
+        (0, ()),
+        (1, ("train.gradient_checkpointing=true",)),  # recomputation must not change the numbers
+        (2, ()),
+        (3, ()),
+        (3, ("train.offload=optimizer+params",)),
+    ],
+    ids=["zero0", "zero1-gradckpt", "zero2", "zero3", "zero3-offload"],
+)
+def test_zero_stage_matches_single_process(stage, extra, ray_cluster, tiny_model_dir, equivalence_data, tmp_path):
     rows, train_path = equivalence_data
     cfg = tiny_config(
-        tmp_path, tiny_model_dir, train_path, f"zero{stage}", f"train.zero_stage={stage}", f"train.max_steps={STEPS}"
+        tmp_path,
+        tiny_model_dir,
+        train_path,
+        f"zero{stage}",
+        f"train.zero_stage={stage}",
+        f"train.max_steps={STEPS}",
+        *extra,
     )
     summary = run_training(cfg)
     assert summary["status"] == "finished" and summary["steps"] == STEPS
