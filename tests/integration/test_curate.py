@@ -101,6 +101,7 @@ def corpus(tmp_path_factory):
     rng = random.Random(7)
     root = tmp_path_factory.mktemp("raw")
     docs = [prose(rng) for _ in range(12)]
+    docs[2] = prose(rng, sentences=20)  # long enough that 3 edits keep Jaccard ~0.85, above 14x8 LSH's knee
     rows = [{"text": d, "source_system": "wiki"} for d in docs]
     rows += [{"text": docs[0]}, {"text": docs[1]}]  # exact duplicates
     rows += [{"text": near_copy(rng, docs[2])}]  # near duplicate
@@ -140,7 +141,7 @@ def test_curate_end_to_end(ray_cluster, corpus, tmp_path):
     assert rej["near_dedup"] == {"near_duplicate": 1}
     assert sum(rej["quality"].values()) == 2
     assert rej["chat_validate"] == {"unknown_tool": 1}
-    assert manifest["redactions"]["EMAIL"] == 2 and manifest["redactions"]["PHONE"] == 1
+    assert manifest["redactions"]["email"] == 2 and manifest["redactions"]["phone"] == 1
     assert len(manifest["inputs"]) == 6 and all(len(i["sha256"]) == 64 for i in manifest["inputs"])
 
     kept = pq.read_table(out / "data").to_pandas()
@@ -148,7 +149,7 @@ def test_curate_end_to_end(ray_cluster, corpus, tmp_path):
     assert len(kept) == manifest["rows_kept"] and len(rejects) == manifest["rows_rejected"]
     assert kept["id"].is_unique
     bad = rejects[rejects["reason"] == "invalid_json"].iloc[0]
-    assert bad["source"].endswith("export.jsonl:20") and bad["step"] == "read"
+    assert bad["source"].endswith("export.jsonl:21") and bad["step"] == "read"
     assert not kept["text"].fillna("").str.contains("bob.smith@corp").any()
     chat = kept[kept["messages"].notna()].iloc[0]
     args = json.loads(json.loads(chat["messages"])[1]["tool_calls"][0]["function"]["arguments"])

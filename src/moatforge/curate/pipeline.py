@@ -96,7 +96,15 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and value != value
+
+
+def _json_dict(value: Any) -> dict:
+    if _missing(value) or not isinstance(value, str) or not value.startswith("{"):
+        return {}
+    return json.loads(value)
 
 
 def _pending(df: pd.DataFrame) -> pd.Series:
@@ -214,13 +222,11 @@ def _summarize(batch: pd.DataFrame) -> pd.DataFrame:
             key = f"rejected\t{step}\t{reason}"
             counts[key] = counts.get(key, 0) + 1
     for value in batch["pii_counts"]:
-        if not _missing(value):
-            for kind, n in json.loads(value).items():
-                counts[f"pii\t{kind}"] = counts.get(f"pii\t{kind}", 0) + n
+        for kind, n in _json_dict(value).items():
+            counts[f"pii\t{kind}"] = counts.get(f"pii\t{kind}", 0) + n
     for value in batch["_timings"]:
-        if not _missing(value):
-            for step, seconds in json.loads(value).items():
-                counts[f"time\t{step}"] = counts.get(f"time\t{step}", 0.0) + seconds
+        for step, seconds in _json_dict(value).items():
+            counts[f"time\t{step}"] = counts.get(f"time\t{step}", 0.0) + seconds
     return pd.DataFrame({"key": list(counts), "value": [float(v) for v in counts.values()]})
 
 

@@ -69,17 +69,46 @@ def _row(path: str, line: int, obj=None, reason: str | None = None, raw: str | N
     return out
 
 
+class _RawStream(io.RawIOBase):
+    """Lets Python's buffered line iteration and gzip run over a pyarrow stream (local or object store)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
 def _open(fs, p: str):
-    stream = fs.open_input_stream(p)
+    # compression=None: pyarrow would otherwise gunzip by extension and hide where a corrupt file breaks.
+    stream = io.BufferedReader(_RawStream(fs.open_input_stream(p, compression=None)), buffer_size=1 << 20)
     return gzip.open(stream) if p.endswith(".gz") else stream
 
 
 def read_file(item: dict) -> Iterator[dict]:
+    """All rows of one input file, good and bad; a file that breaks mid-way (corrupt gzip) becomes a reject too."""
+    line = 0
+    try:
+        for line, row in enumerate(_read_file(item["path"]), start=1):
+            yield row
+    except (OSError, EOFError, ValueError) as exc:
+        yield _row(item["path"], -(line + 1), reason="unreadable_file", raw=f"{type(exc).__name__}: {exc}"[:1000])
+
+
+def _read_file(path: str) -> Iterator[dict]:
     """All rows of one input file, good and bad, each with its source ``file:line``."""
-    path = item["path"]
     fs, p = storage.resolve(path)
     if p.endswith((".txt", ".md")):
-        data = fs.open_input_stream(p).read()
+        data = fs.open_input_stream(p, compression=None).read()
         try:
             yield _row(path, 1, {"text": data.decode("utf-8")})
         except UnicodeDecodeError:
