@@ -96,12 +96,13 @@ def _open(fs, p: str):
 
 def read_file(item: dict) -> Iterator[dict]:
     """All rows of one input file, good and bad; a file that breaks mid-way (corrupt gzip) becomes a reject too."""
-    line = 0
+    rows = 0
     try:
-        for line, row in enumerate(_read_file(item["path"]), start=1):
+        for row in _read_file(item["path"]):
+            rows += 1
             yield row
     except (OSError, EOFError, ValueError) as exc:
-        yield _row(item["path"], -(line + 1), reason="unreadable_file", raw=f"{type(exc).__name__}: {exc}"[:1000])
+        yield _row(item["path"], -(rows + 1), reason="unreadable_file", raw=f"{type(exc).__name__}: {exc}"[:1000])
 
 
 def _read_file(path: str) -> Iterator[dict]:
