@@ -159,7 +159,7 @@ def test_curate_end_to_end(ray_cluster, corpus, tmp_path):
     # moatforge train reads a curate output folder as data.train
     files = list_data_files(str(out))
     assert files and all("/data/" in f for f in files)
-    for row in kept.to_dict("records"):
+    for row in pq.read_table(out / "data").to_pylist():
         normalize_row({k: v for k, v in row.items() if v is not None})
 
 
