@@ -1,11 +1,11 @@
-"""Training throughput: `moatforge train` (2 Ray workers, DeepSpeed ZeRO-2) against a bare DDP loop.
+"""Training throughput: `moatforge train` (2 Ray workers, DeepSpeed ZeRO-2 by default) against a bare DDP loop.
 
 Both sides train the same small Llama (built from a config, real SmolLM2 vocabulary) on the same encoded
 rows with the same global batch and the same token-normalised loss, on 2 processes over gloo, in this one
 script. Throughput is target-and-context tokens per second over the steps after a warmup, so start-up
 (Ray, DeepSpeed init, JIT build) is excluded on both sides.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--warmup 3]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--warmup 3] [--zero-stage 2]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def run_ours(model_dir: Path, data: Path, storage: Path, args) -> float:
             f"data.train={data}",
             "data.shuffle=false",
             "cluster.num_workers=2",
-            "train.zero_stage=2",
+            f"train.zero_stage={args.zero_stage}",
             f"train.max_steps={args.steps}",
             f"train.micro_batch_size={args.micro_batch_size}",
             f"train.grad_accum={args.grad_accum}",
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
     args = parser.parse_args()
 
     import ray
@@ -140,7 +141,7 @@ def main() -> None:
         ours = run_ours(model_dir, data, tmp_path / "runs", args)
         ray.shutdown()
     result = {
-        "name": "train_throughput_zero2_vs_ddp",
+        "name": f"train_throughput_zero{args.zero_stage}_vs_ddp",
         "unit": "tokens/s",
         "ours": round(ours, 1),
         "baseline": round(baseline, 1),
