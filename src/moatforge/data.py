@@ -197,27 +197,19 @@ def collate(input_ids: list, labels: list, pad_id: int) -> dict[str, np.ndarray]
 
 def list_data_files(path: str) -> list[str]:
     """Files behind a data path: one file, a folder of them, or a curate output folder (its data/)."""
-    fs, p = storage.resolve(path)
-    import pyarrow.fs as pafs
-
-    info = fs.get_file_info(p)
-    if info.type == pafs.FileType.NotFound:
+    curated = storage.join(path, "data")
+    if storage.list_files(curated, _JSON_EXT + _PARQUET_EXT):
+        path = curated
+    found = storage.list_files(path, _JSON_EXT + _PARQUET_EXT)
+    if found is None:
         raise MoatforgeError(f"data path {path} does not exist (set data.train / data.eval to a file or folder)")
-    if info.type == pafs.FileType.File:
-        files = [p]
-    else:
-        if fs.get_file_info(p.rstrip("/") + "/data").type == pafs.FileType.Directory:
-            p = p.rstrip("/") + "/data"
-        selector = pafs.FileSelector(p, recursive=True)
-        files = sorted(i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
-        files = [f for f in files if f.endswith(_JSON_EXT + _PARQUET_EXT)]
-        if not files:
-            raise MoatforgeError(f"data folder {path} holds no .jsonl/.json/.parquet files")
+    if not found:
+        raise MoatforgeError(f"data folder {path} holds no .jsonl/.json/.parquet files")
+    files = [f for f, _ in found]
     for f in files:
         if not f.endswith(_JSON_EXT + _PARQUET_EXT):
             raise MoatforgeError(f"data file {f} is neither JSONL (.jsonl/.json) nor Parquet (.parquet)")
-    prefix = path.split("://", 1)[0] + "://" if storage.is_uri(path) else ""
-    return [prefix + f if prefix and not f.startswith(prefix) else f for f in files]
+    return files
 
 
 def read_rows(path: str):

@@ -66,6 +66,27 @@ def exists(path: str) -> bool:
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
+def list_files(path: str, suffixes: tuple[str, ...]) -> list[tuple[str, int]] | None:
+    """``(path, size)`` of a file, or of the files below a folder ending in ``suffixes``, sorted by path.
+
+    Paths come back in the caller's form (``s3://...`` stays a URI); ``None`` means the path does not exist.
+    """
+    fs, p = resolve(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
+        return None
+    if info.type == pafs.FileType.File:
+        infos = [info]
+    else:
+        infos = [
+            i
+            for i in fs.get_file_info(pafs.FileSelector(p, recursive=True))
+            if i.type == pafs.FileType.File and i.path.endswith(suffixes)
+        ]
+    prefix = path.split("://", 1)[0] + "://" if is_uri(path) else ""
+    return sorted((prefix + i.path if prefix and not i.path.startswith(prefix) else i.path, i.size) for i in infos)
+
+
 def upload_dir(local_dir: str | Path, dest: str) -> None:
     """Copy a finished local directory to its final place; a rename makes it appear whole on local disks."""
     fs, p = resolve(dest)

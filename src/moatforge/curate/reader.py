@@ -14,8 +14,6 @@ import io
 import json
 from collections.abc import Iterator
 
-import pyarrow.fs as pafs
-
 from moatforge import storage
 from moatforge.errors import MoatforgeError
 
@@ -26,19 +24,13 @@ _EXT = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet", ".csv", ".txt", 
 
 def list_inputs(path: str) -> list[dict]:
     """Every input file with its size; a missing path or an empty folder is a one-line error."""
-    fs, p = storage.resolve(path)
-    info = fs.get_file_info(p)
-    if info.type == pafs.FileType.NotFound:
+    found = storage.list_files(path, _EXT)
+    if found is None:
         raise MoatforgeError(f"curate.input {path} does not exist (point it at a file or folder of exports)")
-    if info.type == pafs.FileType.File:
-        infos = [info]
-    else:
-        infos = [i for i in fs.get_file_info(pafs.FileSelector(p, recursive=True)) if i.type == pafs.FileType.File]
-    files = sorted((i for i in infos if i.path.endswith(_EXT)), key=lambda i: i.path)
+    files = [{"path": f, "size": size} for f, size in found if f.endswith(_EXT)]
     if not files:
         raise MoatforgeError(f"curate.input {path} holds no {'/'.join(_EXT)} files")
-    prefix = path.split("://", 1)[0] + "://" if storage.is_uri(path) else ""
-    return [{"path": (prefix + i.path) if prefix else i.path, "size": i.size} for i in files]
+    return files
 
 
 def _row_id(path: str, line: int) -> str:
