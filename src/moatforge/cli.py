@@ -20,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     curate = verbs.add_parser("curate", help="clean raw exports on Ray Data: dedup, quality, PII, decontamination")
     curate.add_argument("--config", help="YAML config file with a curate: section")
     curate.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. curate.input=raw/")
+    distill = verbs.add_parser("distill", help="train a small student on a fine-tuned teacher's outputs")
+    distill.add_argument("--config", help="YAML config file with a distill: section (see jobs/configs/)")
+    distill.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. distill.student=prune:12")
     quick = verbs.add_parser("quickstart", help="the demo: sample data, LoRA fine-tune, accuracy before and after")
     quick.add_argument("--config", help="optional YAML config for the demo's fine-tune")
     quick.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -29,11 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--train-rows", type=int, default=400)
     sample.add_argument("--eval-rows", type=int, default=60)
     ev = verbs.add_parser("eval", help="tool-call accuracy of a model on a held-out chat set")
-    ev.add_argument("--model", required=True, help="model reference (alias, HF directory or hub id)")
+    ev.add_argument("--model", help="model reference (alias, HF directory or hub id); optional with --predictions")
     ev.add_argument("--data", required=True, help="held-out JSONL of conversations")
     ev.add_argument("--out", help="write eval.json here")
     ev.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    ev.add_argument(
+        "--predictions", help="JSONL of assistant outputs, one per eval row: score them instead of generating"
+    )
     return parser
 
 
@@ -64,6 +71,13 @@ def _dispatch(args) -> int:
 
         run_curate(load_config(args.config, args.overrides))
         return 0
+    if args.verb == "distill":
+        from moatforge.distill.run import run_distill
+
+        summary = run_distill(load_config(args.config, args.overrides))
+        print(f"[distill] {summary['status']}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+        print(f"[distill] student model: {summary['final_model']}")
+        return 0
     if args.verb == "quickstart":
         from moatforge.quickstart import quickstart_config, run_quickstart
 
@@ -79,7 +93,15 @@ def _dispatch(args) -> int:
     if args.verb == "eval":
         from moatforge.evaluate import run_eval
 
-        result = run_eval(args.model, args.data, out=args.out, limit=args.limit, max_new_tokens=args.max_new_tokens)
+        result = run_eval(
+            args.model,
+            args.data,
+            out=args.out,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            predictions=args.predictions,
+        )
         print(result)
         return 0
     raise AssertionError(args.verb)

@@ -98,6 +98,96 @@ class CurateArgs(_Args):
     steps: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": n} for n in DEFAULT_CURATE_STEPS])
 
 
+class DistillArgs(_Args):
+    """``student`` is a model reference or ``prune:N`` (the teacher keeping N of its decoder layers)."""
+
+    teacher: str | None = None
+    student: str = "prune:12"
+    prune_method: Literal["even", "importance"] = "importance"
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    top_k: int = Field(32, ge=1)
+    mode: Literal["offline", "online"] = "offline"
+    teacher_batch_size: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _student_reference(self) -> DistillArgs:
+        if self.student.startswith("prune:"):
+            n = self.student.split(":", 1)[1]
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"distill.student={self.student!r}: prune:N needs a layer count N >= 1, e.g. prune:12")
+        return self
+
+
+DEFAULT_STUDENT = "runs/quickstart-student/final/model"
+
+
+class ServeDeploymentArgs(_Args):
+    """Scaling of one Serve deployment; the same knobs as a Serve YAML ``deployments:`` entry."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(16.0, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    # -1 queues without bound; anything else answers 503 at once when the queue is full.
+    max_queued_requests: int = Field(64, ge=-1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _replicas_order(self) -> ServeDeploymentArgs:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        if self.max_queued_requests == 0:
+            raise ValueError("max_queued_requests must be -1 (no limit) or >= 1")
+        return self
+
+
+class ServeIngressArgs(ServeDeploymentArgs):
+    """The HTTP front (auth, validation, tokenization): cheap per request, so it holds many at once."""
+
+    target_ongoing_requests: float = Field(64.0, gt=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(256, ge=-1)
+    num_cpus: float = Field(0.5, ge=0)
+
+
+class ServeEngineArgs(ServeDeploymentArgs):
+    """The model replicas: ongoing requests beyond the batch size wait inside the replica for a batch slot."""
+
+    target_ongoing_requests: float = Field(24.0, gt=0)
+    max_ongoing_requests: int = Field(48, ge=1)
+    max_queued_requests: int = Field(64, ge=-1)
+
+
+class ServeArgs(_Args):
+    """The OpenAI-compatible server: also the ``args:`` of ``moatforge.serve:build_app`` in a Serve YAML."""
+
+    model: str = DEFAULT_STUDENT
+    model_name: str | None = None  # the id clients send as "model"; defaults to ``model`` as given
+    chat_template: Literal["auto", "model", "hermes"] = "auto"
+    adapters: dict[str, str] = Field(default_factory=dict)  # LoRA adapter name -> peft directory
+    max_adapters_per_replica: int = Field(4, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    app_name: str = Field("moatforge", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    api_keys_file: str | None = None  # one key per line, in addition to $MOATFORGE_API_KEYS
+    allow_unauthenticated: bool = False  # local development only: serve without any API key
+    max_batch_size: int = Field(32, ge=1)
+    default_max_tokens: int = Field(256, ge=1)
+    max_context: int | None = Field(None, ge=16)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    torch_threads: int | None = Field(None, ge=1)
+    request_timeout_s: float = Field(300.0, gt=0)
+    ingress: ServeIngressArgs = Field(default_factory=ServeIngressArgs)
+    engine: ServeEngineArgs = Field(default_factory=ServeEngineArgs)
+
+
 class MoatforgeConfig(_Args):
     run: RunArgs = Field(default_factory=RunArgs)
     cluster: ClusterArgs = Field(default_factory=ClusterArgs)
@@ -106,6 +196,8 @@ class MoatforgeConfig(_Args):
     train: TrainArgs = Field(default_factory=TrainArgs)
     lora: LoraArgs = Field(default_factory=LoraArgs)
     curate: CurateArgs = Field(default_factory=CurateArgs)
+    distill: DistillArgs = Field(default_factory=DistillArgs)
+    serve: ServeArgs = Field(default_factory=ServeArgs)
 
     def run_dir(self) -> str:
         return self.run.storage_path.rstrip("/") + "/" + self.run.name

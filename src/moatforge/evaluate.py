@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from moatforge import storage
-from moatforge.chat_template import parse_assistant_output
+from moatforge.chat_template import ParsedOutput, parse_assistant_output
 from moatforge.data import BadRow, collate, encode_example, generation_prompt
 from moatforge.errors import MoatforgeError
 from moatforge.toolcall_scoring import calls_from_message, calls_match
@@ -97,10 +97,24 @@ def reference_loss(model, tokenizer, rows: list[dict], batch_size: int, max_seq_
     return loss_sum / targets if targets else None
 
 
-def score(rows: list[dict], texts: list[str]) -> dict:
+def parse_prediction(prediction: str | dict) -> ParsedOutput:
+    """A prediction is generated text, or an OpenAI assistant message (as an API returns it)."""
+    if isinstance(prediction, str):
+        return parse_assistant_output(prediction)
+    if "tool_calls" in prediction or "role" in prediction:
+        content = prediction.get("content") or ""
+        parsed = parse_assistant_output(content)  # a model may also put calls inline in its text
+        calls = calls_from_message(prediction) + parsed.tool_calls
+        bad = next((c for c in calls if not isinstance(c["arguments"], dict)), None)
+        error = parsed.error or (f"tool call {bad['name']!r} has arguments that are not a JSON object" if bad else None)
+        return ParsedOutput(content=parsed.content, tool_calls=calls, error=error)
+    return parse_assistant_output(str(prediction.get("output", prediction.get("text", ""))))
+
+
+def score(rows: list[dict], predictions: list[str | dict]) -> dict:
     correct, unparseable, reasons = 0, 0, {}
-    for row, text in zip(rows, texts, strict=True):
-        parsed = parse_assistant_output(text)
+    for row, prediction in zip(rows, predictions, strict=True):
+        parsed = parse_prediction(prediction)
         if parsed.error:
             unparseable += 1
         ok, reason = calls_match(parsed.tool_calls, calls_from_message(row["messages"][-1]), row.get("tools"))
@@ -143,12 +157,62 @@ def evaluate_model(
     return result
 
 
-def run_eval(model_ref: str, data: str, out: str | None = None, limit: int | None = None, max_new_tokens: int = 96):
+def load_predictions(path: str, n_rows: int) -> list[str | dict]:
+    """One assistant output per eval row: a JSON string, ``{"output": text}`` or an OpenAI message object."""
+    text = storage.read_text(path)
+    if text is None:
+        raise MoatforgeError(f"predictions file {path} does not exist or cannot be read")
+    predictions = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise MoatforgeError(
+                f"predictions {path}: line {n} is not JSON; write one JSON string or object per line"
+            ) from None
+        if not isinstance(value, str | dict):
+            raise MoatforgeError(f"predictions {path}: line {n} must be a JSON string or object")
+        predictions.append(value)
+    if len(predictions) != n_rows:
+        raise MoatforgeError(
+            f"predictions {path} has {len(predictions)} outputs for {n_rows} eval rows; write exactly one per row"
+        )
+    return predictions
+
+
+def score_predictions(model_dir: str | Path | None, rows: list[dict], predictions: list, batch_size: int) -> dict:
+    """Score given outputs; with a model, also its reference loss (nothing is generated, so no speed keys)."""
+    result = score(rows, predictions)
+    loss = None
+    if model_dir is not None:
+        from moatforge.models import load_model, load_tokenizer
+
+        loss = reference_loss(load_model(model_dir).eval(), load_tokenizer(model_dir), rows, batch_size)
+    result.update({"loss": loss, "latency_s_mean": None, "tokens_per_s": None, "model_path": str(model_dir or "")})
+    return result
+
+
+def run_eval(
+    model_ref: str | None,
+    data: str,
+    out: str | None = None,
+    limit: int | None = None,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    predictions: str | None = None,
+):
     from moatforge.models import resolve_model
 
-    model_dir = resolve_model(model_ref)
+    if model_ref is None and predictions is None:
+        raise MoatforgeError("eval needs --model REF (to generate) or --predictions FILE (to score given outputs)")
     rows = load_eval_rows(data, limit)
-    result = evaluate_model(model_dir, rows, max_new_tokens=max_new_tokens)
+    model_dir = resolve_model(model_ref) if model_ref else None
+    if predictions:
+        result = score_predictions(model_dir, rows, load_predictions(predictions, len(rows)), batch_size)
+    else:
+        result = evaluate_model(model_dir, rows, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if out:
         storage.write_text(out, json.dumps(result, indent=2) + "\n")
     return json.dumps({k: result[k] for k in ("n", "tool_call_accuracy", "unparseable_rate", "loss", "tokens_per_s")})

@@ -184,3 +184,95 @@ def create_tiny_model(out_dir: str | Path, hidden_size: int = 64, layers: int = 
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+# ---------------------------------------------------------------- depth pruning (distill.student=prune:N)
+
+
+def even_layers(total: int, keep: int) -> list[int]:
+    """``keep`` layer indices spread evenly from the first to the last layer."""
+    if keep == 1:
+        return [0]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+def layer_importance(model, batches: list[dict]) -> list[float]:
+    """Block Influence per decoder layer: 1 - cos(input, output) of its hidden states, averaged over tokens.
+
+    A layer that barely turns its input is one the network can lose (ShortGPT; the depth-pruning signal
+    NVIDIA's Minitron compares against). Hooks see each layer's own input and output, which the
+    ``output_hidden_states`` tuple does not give for the last layer (it is normalized).
+    """
+    import torch
+
+    layers = model.model.layers
+    sums = [0.0] * len(layers)
+    count = 0
+    captured: dict[int, tuple] = {}
+
+    def hook(index):
+        def fn(module, args, kwargs, output):
+            hidden_in = args[0] if args else kwargs["hidden_states"]
+            hidden_out = output[0] if isinstance(output, tuple) else output
+            captured[index] = (hidden_in.detach(), hidden_out.detach())
+
+        return fn
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                mask = torch.as_tensor(batch["attention_mask"]).bool()
+                model(input_ids=torch.as_tensor(batch["input_ids"]), attention_mask=mask.long())
+                for i, (h_in, h_out) in captured.items():
+                    cos = torch.nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
+                    sums[i] += float((1 - cos)[mask].sum())
+                count += int(mask.sum())
+                captured.clear()
+    finally:
+        for h in handles:
+            h.remove()
+    return [s / max(count, 1) for s in sums]
+
+
+def prune_layers(model_dir: str | Path, keep: list[int], out_dir: str | Path) -> Path:
+    """Copy a model keeping only the decoder layers ``keep`` (in order); written to a temp dir, then renamed.
+
+    A fresh model is built from the shrunk config and given the remapped weights, so per-layer attributes
+    (cache indices, layer types) are those of a model born with N layers.
+    """
+    import tempfile
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = load_model(model_dir)
+    total = model.config.num_hidden_layers
+    if not keep or any(i < 0 or i >= total for i in keep) or len(set(keep)) != len(keep):
+        raise MoatforgeError(f"cannot keep layers {keep} of a {total}-layer model {model_dir}")
+    config = AutoConfig.from_pretrained(str(model_dir))
+    config.num_hidden_layers = len(keep)
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    remap = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        parts = name.split(".")
+        if len(parts) > 3 and parts[1] == "layers" and parts[2].isdigit():
+            old = int(parts[2])
+            if old not in remap:
+                continue
+            parts[2] = str(remap[old])
+        state[".".join(parts)] = tensor
+    student = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise MoatforgeError(f"pruning {model_dir}: weights do not line up (missing {missing}, extra {unexpected})")
+    student.tie_weights()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".prune-", dir=out.parent))
+    student.save_pretrained(tmp, safe_serialization=True)
+    load_tokenizer(model_dir, "model").save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

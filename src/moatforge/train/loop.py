@@ -27,24 +27,36 @@ METRICS_FILE = "metrics.jsonl"
 ATTEMPTS_FILE = "attempts.jsonl"
 
 
+# Per-token columns that ride along with rows (the offline teacher's top-k for distillation); a micro-batch
+# concatenates them in row order, which is the order target_logits() returns target positions in.
+FLAT_COLUMNS = ("kd_ids", "kd_logprobs", "kd_log_tail")
+
+
+def collate_rows(batch: dict, pad_id: int) -> dict[str, np.ndarray]:
+    out = collate(list(batch["input_ids"]), list(batch["labels"]), pad_id)
+    for name in FLAT_COLUMNS:
+        if name in batch:
+            out[name] = np.concatenate([np.asarray(x) for x in batch[name]])
+    return out
+
+
 def micro_batches(shard, micro_batch_size: int, pad_id: int, seed: int, shuffle: bool):
     """Endless micro-batches: epochs follow each other so a step never stops short at an epoch edge."""
     epoch = 0
     while True:
         kwargs = {"local_shuffle_buffer_size": 256, "local_shuffle_seed": seed + epoch} if shuffle else {}
         for batch in shard.iter_batches(batch_size=micro_batch_size, batch_format="numpy", **kwargs):
-            yield collate(list(batch["input_ids"]), list(batch["labels"]), pad_id)
+            yield collate_rows(batch, pad_id)
         epoch += 1
 
 
-def forward_loss_sum(model, batch: dict, device):
-    """Summed token loss, computing output logits only at positions that have a target.
+def target_logits(model, batch: dict, device):
+    """Output logits at the positions that have a target, as ``[targets, vocab]``, with those targets.
 
     Chat rows carry loss on assistant replies only, a small share of their tokens; skipping the vocabulary
     projection elsewhere (``logits_to_keep``) saves most of the LM head's work and gives the same loss.
+    Rows come out in order, each row's positions ascending.
     """
-    import torch.nn.functional as F
-
     labels = torch_from(batch["labels"], device)
     targets = labels[:, 1:]
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
@@ -53,12 +65,29 @@ def forward_loss_sum(model, batch: dict, device):
         attention_mask=torch_from(batch["attention_mask"], device),
         logits_to_keep=keep,
     ).logits
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)),
-        targets[:, keep].reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+    kept = targets[:, keep]
+    mask = kept != IGNORE_INDEX
+    return logits[mask], kept[mask]
+
+
+def forward_loss_sum(model, batch: dict, device):
+    """Summed next-token loss over the batch's target tokens."""
+    import torch.nn.functional as F
+
+    logits, targets = target_logits(model, batch, device)
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+class NextTokenLoss:
+    """The fine-tuning objective. Distillation passes its own object with the same two methods, so the
+    worker loop (data, DeepSpeed, checkpoints, resume, export) is shared instead of forked."""
+
+    def setup(self, cfg: MoatforgeConfig, device, ds_config: dict) -> None:
+        pass
+
+    def __call__(self, engine, batch: dict, device):
+        """Summed loss over the batch's targets, and summed named parts worth logging."""
+        return forward_loss_sum(engine, batch, device), {}
 
 
 def torch_from(array, device):
@@ -145,6 +174,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     eval_shard = ray.train.get_dataset_shard("eval") if loop_config["has_eval"] else None
+    objective = loop_config.get("objective") or NextTokenLoss()
+    objective.setup(cfg, device, ds_config)
     stream = micro_batches(
         train_shard, cfg.train.micro_batch_size, tokenizer.pad_token_id, cfg.train.seed, cfg.data.shuffle
     )
@@ -161,7 +192,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss_sum, targets = 0.0, 0
         with torch.no_grad():
             for batch in eval_shard.iter_batches(batch_size=cfg.train.micro_batch_size, batch_format="numpy"):
-                b = collate(list(batch["input_ids"]), list(batch["labels"]), tokenizer.pad_token_id)
+                b = collate_rows(batch, tokenizer.pad_token_id)
                 loss_sum += float(forward_loss_sum(engine, b, device))
                 targets += count_targets(b)
         engine.train()
@@ -189,17 +220,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
         global_targets, global_tokens = all_sum([float(local_targets), float(local_tokens)])
         scale = world * cfg.train.grad_accum / max(global_targets, 1.0)
         lr = engine.get_lr()[0]
-        step_loss_sum = 0.0
+        step_loss_sum, step_parts = 0.0, {}
         for b in batches:
-            loss_sum = forward_loss_sum(engine, b, device)
+            loss_sum, parts = objective(engine, b, device)
             engine.backward(loss_sum * scale)
             engine.step()
             step_loss_sum += float(loss_sum.detach())
-        (total_loss_sum,) = all_sum([step_loss_sum])
+            for name, value in parts.items():
+                step_parts[name] = step_parts.get(name, 0.0) + value
+        part_names = sorted(step_parts)
+        total_loss_sum, *part_sums = all_sum([step_loss_sum] + [step_parts[n] for n in part_names])
         dt = time.time() - t0
         metrics = {
             "step": step + 1,
             "loss": total_loss_sum / max(global_targets, 1.0),
+            **{n: v / max(global_targets, 1.0) for n, v in zip(part_names, part_sums, strict=True)},
             "lr": lr,
             "tokens": int(global_tokens),
             "tokens_per_s": global_tokens / dt if dt > 0 else 0.0,

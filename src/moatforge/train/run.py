@@ -95,7 +95,9 @@ def format_progress(m: dict, total: int, history: list[dict]) -> str:
     return line
 
 
-def run_training(cfg: MoatforgeConfig, printer=print) -> dict:
+def run_training(cfg: MoatforgeConfig, printer=print, objective=None, transform_train=None) -> dict:
+    """Fine-tune ``model.name_or_path``; distillation passes its ``objective`` (the loss, see
+    ``loop.NextTokenLoss``) and ``transform_train`` (adds the teacher's outputs to the prepared rows)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -121,6 +123,8 @@ def run_training(cfg: MoatforgeConfig, printer=print) -> dict:
             "add data or lower cluster.num_workers"
         )
     steps = total_steps(cfg.train, train_data.rows // workers)
+    if transform_train is not None:
+        datasets["train"] = transform_train(train_data.dataset, run_dir)
     printer(
         f"[train] {train_data.rows} training rows ({_skipped(train_data.counts)}), {train_data.tokens} tokens; "
         f"{steps} steps on {workers} workers, ZeRO-{cfg.train.zero_stage}, "
@@ -137,6 +141,7 @@ def run_training(cfg: MoatforgeConfig, printer=print) -> dict:
             "total_steps": steps,
             "has_eval": eval_data is not None,
             "invocation": invocation,
+            "objective": objective,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,

@@ -1,0 +1,1 @@
+"""Knowledge distillation: a fine-tuned teacher's output distribution trains a smaller student."""
