@@ -5,15 +5,17 @@ import pytest
 
 from moatforge.curate.minhash import (
     EMPTY_HASH,
-    MERSENNE_PRIME,
     UnionFind,
-    _mulmod,
+    _permutations,
+    band_hashes,
     clusters_from_buckets,
     estimate_jaccard,
     jaccard,
     lsh_band_keys,
     minhash_signature,
+    shingle_hashes,
     shingles,
+    signatures,
 )
 from moatforge.curate.text_utils import content_hash, pick_representative
 
@@ -31,12 +33,25 @@ def test_shingles_are_lowercase_punctuation_free_word_ngrams():
     assert shingles("  ...  ", n=5) == set()
 
 
-def test_mulmod_is_exact_modular_multiplication():
-    rng = np.random.default_rng(1)
-    a = np.append(rng.integers(1, MERSENNE_PRIME, size=40, dtype=np.uint64), np.uint64(MERSENNE_PRIME - 1))
-    x = np.append(rng.integers(0, MERSENNE_PRIME, size=40, dtype=np.uint64), np.uint64(MERSENNE_PRIME - 1))
-    expected = np.array([[int(ai) * int(xi) % MERSENNE_PRIME for xi in x] for ai in a], dtype=np.uint64)
-    assert np.array_equal(_mulmod(a[:, None], x[None, :]), expected)
+def test_signature_is_the_multiply_shift_minimum_in_exact_integer_arithmetic():
+    words = _doc(3, n_words=30)
+    keys = [int(x) for x in shingle_hashes(words, n=5)]
+    assert len(keys) == 26 and all(0 <= x < 2**32 for x in keys)
+    a, b = _permutations(16, 5)
+    expected = [min(((int(ai) * x + int(bi)) % 2**64) >> 32 for x in keys) for ai, bi in zip(a, b, strict=True)]
+    assert minhash_signature(shingles(" ".join(words)), num_perm=16, seed=5).tolist() == expected
+
+
+def test_batch_signatures_equal_per_document_signatures():
+    texts = [" ".join(_doc(i, n_words=20 + 37 * i)) for i in range(6)]
+    texts += ["", "Too short.", "ÉTÉ à Paris, déjà vu", "one two three four five"]
+    batch = signatures(texts, n=5, num_perm=112, seed=9)
+    assert batch.shape == (len(texts), 112)
+    for text, row in zip(texts, batch, strict=True):
+        assert np.array_equal(row, minhash_signature(shingles(text, 5), num_perm=112, seed=9))
+    assert np.all(batch[0] == EMPTY_HASH) is np.False_ and np.all(batch[6] == EMPTY_HASH)
+    buckets = [int(h) for h in band_hashes(batch[:1])[0].view(np.uint64)]
+    assert buckets == [int(k.split(":")[1], 16) for k in lsh_band_keys(batch[0])]
 
 
 def test_signature_is_deterministic_and_seeded():
@@ -45,7 +60,7 @@ def test_signature_is_deterministic_and_seeded():
     assert sig.dtype == np.uint64 and sig.shape == (112,)
     assert np.array_equal(sig, minhash_signature(set(s), num_perm=112, seed=7))
     assert not np.array_equal(sig, minhash_signature(s, num_perm=112, seed=8))
-    assert np.all(sig < MERSENNE_PRIME)
+    assert np.all(sig < 2**32)
 
 
 @pytest.mark.parametrize("overlap", [0.2, 0.5, 0.8])

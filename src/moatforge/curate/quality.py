@@ -32,8 +32,10 @@ stop-word reason is ``gopher_few_stop_words`` (datatrove says ``gopher_enough_st
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,8 +122,10 @@ class QualityArgs(BaseModel):
     fineweb_new_line_ratio: float | None = Field(0.3, ge=0)
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
+@functools.lru_cache(maxsize=2)
+def _words(text: str) -> tuple[str, ...]:
+    """Word tokens; cached for the last texts, as the repetition and quality rules tokenize the same text."""
+    return tuple(_WORD.findall(text))
 
 
 def _find_duplicates(items: list[str]) -> tuple[int, int]:
@@ -137,18 +141,27 @@ def _find_duplicates(items: list[str]) -> tuple[int, int]:
     return dup_items, dup_chars
 
 
-def _n_grams(tokens: list[str], n: int) -> list[str]:
-    return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+def _n_grams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """n-grams as tuples: hashing a tuple reuses its words' cached hashes, joining would build new strings."""
+    return list(zip(*(tokens[i:] for i in range(n)), strict=False))
 
 
-def _duplicated_n_gram_chars(tokens: list[str], n: int) -> int:
+def _gram_chars(gram: tuple[str, ...]) -> int:
+    """Characters of the n-gram joined by single spaces."""
+    return sum(map(len, gram)) + len(gram) - 1
+
+
+def _duplicated_n_gram_chars(tokens: Sequence[str], n: int) -> int:
     """Characters in repeated n-grams, skipping past each repeat so overlapping repeats are not double counted."""
-    seen: set[str] = set()
+    grams = _n_grams(tokens, n)
+    if len(set(grams)) == len(grams):
+        return 0
+    seen: set[tuple[str, ...]] = set()
     chars = idx = 0
-    while idx <= len(tokens) - n:
-        gram = " ".join(tokens[idx : idx + n])
+    while idx < len(grams):
+        gram = grams[idx]
         if gram in seen:
-            chars += len(gram)
+            chars += _gram_chars(gram)
             idx += n
         else:
             seen.add(gram)
@@ -185,10 +198,16 @@ def gopher_repetition_check(text: str, args: QualityArgs) -> str | None:
         if not grams:
             continue
         gram, count = Counter(grams).most_common(1)[0]
-        if count > 1 and len(gram) * count / n_chars > frac:
+        if count > 1 and _gram_chars(gram) * count / n_chars > frac:
             return f"gopher_top_{n}_gram"
+    # A repeated n-gram contains a repeated (n-1)-gram, and the count is 0 exactly when nothing repeats, so
+    # once one n finds no repeats the longer ones cannot either (most documents stop at the first n).
+    no_repeats_from: int | None = None
     for n, frac in sorted(args.dup_n_gram_char_frac.items()):
-        if _duplicated_n_gram_chars(tokens, n) / n_chars > frac:
+        chars = 0 if no_repeats_from is not None and n >= no_repeats_from else _duplicated_n_gram_chars(tokens, n)
+        if chars == 0 and no_repeats_from is None:
+            no_repeats_from = n
+        if chars / n_chars > frac:
             return f"gopher_duplicated_{n}_n_grams"
     return None
 
@@ -228,13 +247,18 @@ def gopher_quality_check(text: str, args: QualityArgs) -> str | None:
                 return "gopher_too_many_end_ellipsis"
 
     if args.min_alpha_words_ratio is not None:
-        alpha = sum(any(c.isalpha() for c in w) for w in tokens)
+        alpha = sum(1 for w in tokens if w.isalpha() or any(c.isalpha() for c in w))
         if alpha / n_words < args.min_alpha_words_ratio:
             return "gopher_below_alpha_threshold"
 
     if args.min_stop_words is not None:
         stop = {w.casefold() for w in args.stop_words}
-        if sum(w.casefold() in stop for w in tokens) < args.min_stop_words:
+        found = 0
+        for w in tokens:  # stop at the threshold: prose reaches it within a sentence
+            if found >= args.min_stop_words:
+                break
+            found += w.casefold() in stop
+        if found < args.min_stop_words:
             return "gopher_few_stop_words"
     return None
 

@@ -49,6 +49,7 @@ _TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 _INNER_RUN = re.compile(r"(?<=[^ \t\n])[ \t]{2,}(?=[^ \t\n])")
 _ANY_RUN = re.compile(r"[ \t]{2,}")
 _WORD = re.compile(r"\w+")
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
 
 
 def is_missing(value: Any) -> bool:
@@ -181,7 +182,13 @@ def normalize_text(text: str, *, keep_indentation: bool = True, form: str = "NFC
 
 
 def words(text: str) -> list[str]:
-    """Lowercased word tokens with punctuation dropped; the unit for shingles, n-gram overlap and language."""
+    """Lowercased word tokens with punctuation dropped; the unit for shingles, n-gram overlap and language.
+
+    Pure-ASCII text (most of it) takes a fast path with the same result: ``\\w`` is ``[A-Za-z0-9_]`` there,
+    so mapping every other character to a space and splitting is ``findall(r"\\w+")`` at twice the speed.
+    """
+    if text.isascii():
+        return text.lower().translate(_ASCII_NON_WORD).split()
     return _WORD.findall(unicodedata.normalize("NFC", text).casefold())
 
 
