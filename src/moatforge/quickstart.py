@@ -1,4 +1,5 @@
-"""``moatforge quickstart`` (``make demo``): sample data → LoRA fine-tune of the real SmolLM2 → accuracy before/after.
+"""``moatforge quickstart`` (``make demo``): sample data → LoRA fine-tune of the real SmolLM2 (the teacher) →
+distill a depth-pruned student from it → accuracy, speed and size of base, teacher and student.
 
 Everything runs on an embedded local Ray cluster and must finish on a 2-core CPU in under 15 minutes, so the
 defaults below are sized for that; on a real cluster pass a config with more data and steps.
@@ -10,7 +11,7 @@ import json
 import time
 
 from moatforge import storage
-from moatforge.config import MoatforgeConfig, load_config
+from moatforge.config import MoatforgeConfig, apply_overrides, load_config
 from moatforge.evaluate import evaluate_model, load_eval_rows
 from moatforge.models import resolve_model
 from moatforge.sample_data import write_sample_data
@@ -31,6 +32,21 @@ QUICKSTART_OVERRIDES = [
     "lora.r=16",
     "lora.alpha=32",
 ]
+# The student: the teacher's most important layers (Block Influence), full fine-tune on the teacher's
+# top-k distribution; fewer layers is what makes it cheaper to serve.
+STUDENT_OVERRIDES = [
+    "run.name=quickstart-student",
+    "distill.student=prune:12",
+    "distill.prune_method=importance",
+    "distill.mode=offline",
+    "distill.loss=forward_kl",
+    "distill.alpha=0.5",
+    "distill.temperature=1.0",
+    "distill.top_k=16",
+    "lora.enabled=false",
+    "train.lr=3e-4",
+    "train.max_steps=36",
+]
 EVAL_ROWS = 40
 MAX_NEW_TOKENS = 72
 # Generation batches: larger batches mean fewer sequential decode steps, which dominate on a CPU.
@@ -41,7 +57,14 @@ def quickstart_config(overrides: list[str] | None = None) -> MoatforgeConfig:
     return load_config(None, QUICKSTART_OVERRIDES + list(overrides or []))
 
 
+def student_config(cfg: MoatforgeConfig, teacher_dir: str, overrides: list[str] | None = None) -> MoatforgeConfig:
+    """The distillation config: the teacher run's settings with the student's changes on top."""
+    data = apply_overrides(cfg.model_dump(mode="json"), STUDENT_OVERRIDES + [f"distill.teacher={teacher_dir}"])
+    return MoatforgeConfig.model_validate(apply_overrides(data, list(overrides or [])))
+
+
 def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
+    from moatforge.distill.run import run_distill
     from moatforge.train.run import ensure_ray, run_training
 
     cfg = cfg or quickstart_config()
@@ -51,31 +74,51 @@ def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
         printer(f"\n== [{time.time() - t0:6.1f}s] {text}")
 
     home = storage.join(storage.absolute(cfg.run.storage_path), "quickstart")
-    stage("1/4 generating the sample tool-calling data set (train + held-out eval)")
+    stage("1/6 generating the sample tool-calling data set (train + held-out eval)")
     paths = write_sample_data(storage.join(home, "data"), seed=cfg.train.seed, n_train=400, n_eval=EVAL_ROWS)
     cfg.data.train = cfg.data.train or str(paths["train"])
     cfg.data.eval = cfg.data.eval or str(paths["eval"])
     eval_rows = load_eval_rows(str(paths["eval"]), EVAL_ROWS)
     printer(f"   train: {paths['train']}\n   eval:  {paths['eval']} ({len(eval_rows)} rows)")
 
-    stage(f"2/4 evaluating the base model {cfg.model.name_or_path} on the held-out set")
+    stage(f"2/6 evaluating the base model {cfg.model.name_or_path} on the held-out set")
+    results: dict = {}
     base_dir = resolve_model(cfg.model.name_or_path)
-    base = evaluate_model(base_dir, eval_rows, MAX_NEW_TOKENS, EVAL_BATCH, with_loss=False)
-    printer(f"   base tool-call accuracy: {base['tool_call_accuracy']:.1%}")
+    results["base"] = _evaluate("base", base_dir, eval_rows, printer)
 
-    stage(f"3/4 LoRA fine-tuning on Ray Train + DeepSpeed ZeRO-{cfg.train.zero_stage} ({cfg.train.max_steps} steps)")
+    stage(
+        f"3/6 teacher: LoRA fine-tune on Ray Train + DeepSpeed ZeRO-{cfg.train.zero_stage} ({cfg.train.max_steps} steps)"
+    )
     ensure_ray(cfg.cluster.address)
     summary = run_training(cfg, printer=printer)
+    stage("4/6 evaluating the fine-tuned teacher")
+    results["teacher"] = _evaluate("teacher", summary["final_model"], eval_rows, printer)
 
-    stage("4/4 evaluating the fine-tuned model on the held-out set")
-    tuned = evaluate_model(summary["final_model"], eval_rows, MAX_NEW_TOKENS, EVAL_BATCH, with_loss=False)
+    scfg = student_config(cfg, summary["final_model"])
+    stage(f"5/6 student: distill {scfg.distill.student} of the teacher ({scfg.train.max_steps} steps)")
+    student_summary = run_distill(scfg, printer=printer)
+    stage("6/6 evaluating the distilled student")
+    results["student"] = _evaluate("student", student_summary["final_model"], eval_rows, printer)
 
-    results = {"base": _row(base), "teacher": _row(tuned), "train_summary": summary}
+    results["train_summary"] = summary
+    results["distill_summary"] = student_summary
     storage.write_text(storage.join(home, "results.json"), json.dumps(results, indent=2) + "\n")
     printer("\n" + results_table(results))
-    printer(f"\nresults: {storage.join(home, 'results.json')}\nfine-tuned model: {summary['final_model']}")
+    printer(
+        f"\nresults: {storage.join(home, 'results.json')}\nteacher model: {summary['final_model']}"
+        f"\nstudent model: {student_summary['final_model']}"
+    )
     printer(f"done in {time.time() - t0:.0f}s")
     return results
+
+
+def _evaluate(name: str, model_dir, eval_rows: list[dict], printer) -> dict:
+    result = _row(evaluate_model(model_dir, eval_rows, MAX_NEW_TOKENS, EVAL_BATCH, with_loss=False))
+    printer(
+        f"   {name}: tool-call accuracy {result['tool_call_accuracy']:.1%}, "
+        f"{result['tokens_per_s']:.1f} generated tokens/s, {result['params']:,} parameters"
+    )
+    return result
 
 
 def _row(result: dict) -> dict:

@@ -72,6 +72,50 @@ def test_sample_data_cli(tmp_path):
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 20
 
 
-@pytest.mark.parametrize("verb", ["train", "quickstart", "eval", "sample-data"])
+@pytest.mark.parametrize("verb", ["train", "quickstart", "eval", "sample-data", "distill", "curate"])
 def test_help(verb):
     assert run_cli(verb, "--help").returncode == 0
+
+
+def _reference_text(message: dict) -> str:
+    calls = [
+        f'<tool_call>{{"name": "{c["function"]["name"]}", "arguments": {c["function"]["arguments"]}}}</tool_call>'
+        for c in message.get("tool_calls") or []
+    ]
+    return "\n".join(calls) or message.get("content") or ""
+
+
+def test_eval_scores_given_predictions_without_a_model(tmp_path, sample_paths):
+    rows = [json.loads(line) for line in sample_paths["eval"].read_text().splitlines()]
+    refs = [r["messages"][-1] for r in rows]
+    preds = [_reference_text(m) for m in refs]
+    preds[0] = "<tool_call>{not json</tool_call>"  # unparseable
+    preds[1] = refs[1] if refs[1].get("tool_calls") else preds[1]  # an OpenAI message object is accepted too
+    lines = [json.dumps(p) for p in preds]
+    (tmp_path / "preds.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "eval.json"
+    proc = run_cli(
+        "eval", "--data", str(sample_paths["eval"]), "--predictions", str(tmp_path / "preds.jsonl"), "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["n"] == len(rows)
+    assert result["correct"] == len(rows) - 1
+    assert result["unparseable_rate"] == pytest.approx(1 / len(rows))
+    for key in ("tool_call_accuracy", "unparseable_rate", "loss", "latency_s_mean", "tokens_per_s", "n"):
+        assert key in result
+
+    (tmp_path / "short.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    _assert_one_line_error(
+        run_cli("eval", "--data", str(sample_paths["eval"]), "--predictions", str(tmp_path / "short.jsonl")),
+        "outputs for",
+        "one per row",
+    )
+    _assert_one_line_error(run_cli("eval", "--data", str(sample_paths["eval"])), "--model", "--predictions")
+
+
+def test_distill_without_teacher_is_one_line(tmp_path, sample_paths):
+    _assert_one_line_error(
+        run_cli("distill", f"data.train={sample_paths['train']}", f"run.storage_path={tmp_path}"), "distill.teacher"
+    )
+    _assert_one_line_error(run_cli("distill", "distill.student=prune:x"), "prune:N")

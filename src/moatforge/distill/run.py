@@ -142,7 +142,8 @@ def offline_teacher_pass(
     )
     local = not storage.is_uri(out)
     work = f"{out}.tmp-{uuid.uuid4().hex[:8]}" if local else out
-    dataset.map_batches(
+    # A materialized split may be one block; split it so every actor of the pool gets work.
+    dataset.repartition(cfg.cluster.num_workers * 4).map_batches(
         TeacherScorer,
         fn_constructor_args=(teacher_dir, args.top_k, args.temperature, vocab_size, pad_id, cfg.cluster.use_gpu),
         batch_size=args.teacher_batch_size,
