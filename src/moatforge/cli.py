@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--train-rows", type=int, default=400)
     sample.add_argument("--eval-rows", type=int, default=60)
+    srv = verbs.add_parser("serve", help="serve a model on Ray Serve behind an OpenAI-compatible API")
+    srv.add_argument("--config", help="moatforge config with a serve: group, or a Serve YAML such as serve/student.yaml")
+    srv.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. serve.model=DIR serve.port=8000")
     ev = verbs.add_parser("eval", help="tool-call accuracy of a model on a held-out chat set")
     ev.add_argument("--model", help="model reference (alias, HF directory or hub id); optional with --predictions")
     ev.add_argument("--data", required=True, help="held-out JSONL of conversations")
@@ -104,4 +107,8 @@ def _dispatch(args) -> int:
         )
         print(result)
         return 0
+    if args.verb == "serve":
+        from moatforge.serve.run import load_serve_config, run_serve
+
+        return run_serve(load_serve_config(args.config, args.overrides))
     raise AssertionError(args.verb)

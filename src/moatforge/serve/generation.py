@@ -1,0 +1,479 @@
+"""Continuous batching with a KV cache: one model, many concurrent requests, tokens streamed as they are made.
+
+A replica that answers one request at a time leaves most of the hardware idle: a decode step for one sequence
+costs nearly as much as one for thirty. So a single loop thread owns the model and, between decode steps, admits
+waiting requests (prefilled together, their caches left-padded to the running batch's length and concatenated)
+and drops finished ones. Nobody waits for a whole batch to end, which is what keeps tail latency close to
+single-request latency under load.
+
+Each row samples with its own temperature, top-p and ``torch.Generator`` (the request's seed), so mixing requests
+in a batch never changes what a greedy or seeded request returns. LoRA adapters of different requests share a
+batch through peft's ``adapter_names`` (rows without an adapter use ``__base__``).
+
+The loop runs in a thread because torch releases the GIL: the asyncio event loop of the Serve replica keeps
+accepting requests and streaming tokens while a step computes. Results travel back through
+``loop.call_soon_threadsafe`` into one asyncio queue per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("moatforge.serve")
+
+BASE_ADAPTER = "__base__"
+
+
+class EngineOverloaded(Exception):
+    """More requests are waiting than the engine is configured to hold; the caller should answer 503."""
+
+
+class EngineClosed(Exception):
+    """The engine shut down, or its loop died, while a request was waiting or running."""
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None = None
+    # Streaming sends a delta per step; otherwise only the final event travels, which keeps the hop cheap.
+    stream: bool = False
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    generator: object | None
+    arrived: float
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0
+    generated: int = 0
+    finish_reason: str | None = None
+    cancelled: bool = False
+
+    def send(self, event: dict) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the request's event loop is gone: nobody is listening any more
+            self.cancelled = True
+
+
+class BatchEngine:
+    """Owns a causal LM (optionally a peft model with several adapters) and runs the continuous-batching loop."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_batch_size: int = 16,
+        max_waiting: int = 256,
+        max_context: int | None = None,
+        prefill_token_budget: int = 4096,
+    ):
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_waiting = max_waiting
+        self.max_context = max_context or context_length(model.config)
+        self.prefill_token_budget = prefill_token_budget
+        self.device = next(model.parameters()).device
+        self.uses_adapters = hasattr(model, "peft_config")
+        self._waiting: deque[_Sequence] = deque()
+        self._active: list[_Sequence] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._batch: _BatchState | None = None
+        self._adapter_users: dict[str, int] = {}
+        self._adapters_to_drop: set[str] = set()
+        self._commands: deque = deque()
+        self.stats = {"steps": 0, "max_batch": 0, "prefills": 0, "generated_tokens": 0}
+        self._thread = threading.Thread(target=self._run, name="moatforge-batch-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API (asyncio side)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        """Yield ``{"type": "delta", "text"}`` events (when streaming) and one final ``{"type": "done"}``."""
+        if len(request.prompt_ids) + request.params.max_tokens > self.max_context:
+            raise ValueError(
+                f"prompt ({len(request.prompt_ids)} tokens) + max_tokens ({request.params.max_tokens}) "
+                f"exceeds the model's context of {self.max_context} tokens"
+            )
+        loop = asyncio.get_running_loop()
+        seq = _Sequence(
+            request=request,
+            loop=loop,
+            queue=asyncio.Queue(),
+            generator=self._make_generator(request.params.seed),
+            arrived=time.perf_counter(),
+        )
+        with self._cond:
+            if self._closed or self._error is not None:
+                raise EngineClosed(f"the generation engine is not running ({self._error or 'closed'})")
+            if len(self._waiting) >= self.max_waiting:
+                raise EngineOverloaded(f"{len(self._waiting)} requests already waiting for a batch slot")
+            self._waiting.append(seq)
+            self._cond.notify()
+        try:
+            while True:
+                event = await seq.queue.get()
+                if event["type"] == "error":
+                    raise EngineClosed(event["message"])
+                yield event
+                if event["type"] == "done":
+                    return
+        finally:
+            # The client went away (or we finished): the loop drops the row at its next step.
+            seq.cancelled = True
+
+    def run_in_loop(self, fn) -> concurrent.futures.Future:
+        """Run ``fn()`` on the loop thread between two steps: the only safe moment to change the model."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closed or self._error is not None:
+                future.set_exception(EngineClosed("the generation engine is not running"))
+                return future
+            self._commands.append((fn, future))
+            self._cond.notify()
+        return future
+
+    def acquire_adapter(self, name: str) -> None:
+        """Count a request that will use ``name`` from before its adapter is loaded until it ends."""
+        with self._cond:
+            self._adapter_users[name] = self._adapter_users.get(name, 0) + 1
+            self._adapters_to_drop.discard(name)
+
+    def release_adapter(self, name: str) -> None:
+        with self._cond:
+            self._adapter_users[name] = max(0, self._adapter_users.get(name, 0) - 1)
+            self._cond.notify()
+
+    def drop_adapter_when_idle(self, name: str) -> None:
+        """Unload a LoRA adapter once no request uses it (multiplexing evicts while requests may still run)."""
+        with self._cond:
+            self._adapters_to_drop.add(name)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def healthy(self) -> bool:
+        return self._error is None and not self._closed and self._thread.is_alive()
+
+    def load_stats(self) -> dict:
+        with self._cond:
+            return {"waiting": len(self._waiting), "running": len(self._active), **self.stats}
+
+    # ------------------------------------------------------------------ the loop (thread side)
+
+    def _make_generator(self, seed: int | None):
+        if seed is None:
+            return None
+        gen = self.torch.Generator(device=self.device)
+        gen.manual_seed(int(seed))
+        return gen
+
+    def _run(self) -> None:
+        try:
+            with self.torch.inference_mode():
+                while True:
+                    with self._cond:
+                        while not (self._closed or self._waiting or self._active or self._commands):
+                            self._cond.wait()
+                        if self._closed:
+                            break
+                        commands = list(self._commands)
+                        self._commands.clear()
+                        admitted = self._admit_locked()
+                        self._drop_idle_adapters_locked()
+                    for fn, future in commands:
+                        try:
+                            future.set_result(fn())
+                        except Exception as exc:
+                            future.set_exception(exc)
+                    try:
+                        self._prune()
+                        if admitted:
+                            self._prefill(admitted)
+                            self._prune()
+                        if self._active:
+                            self._decode_step()
+                    except Exception as exc:  # fail this batch's requests, keep serving the next ones
+                        logger.exception("generation step failed")
+                        message = f"generation failed: {type(exc).__name__}: {exc}"
+                        for seq in {id(s): s for s in self._active + admitted}.values():
+                            seq.send({"type": "error", "message": message})
+                        self._active, self._batch = [], None
+        except BaseException as exc:  # a bug or OOM: fail every request loudly rather than hang them
+            logger.exception("generation loop crashed")
+            self._error = exc
+        message = f"generation engine stopped: {type(self._error).__name__}: {self._error}" if self._error else "closed"
+        with self._cond:
+            for seq in list(self._waiting) + self._active:
+                seq.send({"type": "error", "message": message})
+            self._waiting.clear()
+            self._active.clear()
+            for _fn, future in self._commands:
+                future.set_exception(EngineClosed(message))
+            self._commands.clear()
+
+    def _admit_locked(self) -> list[_Sequence]:
+        admitted: list[_Sequence] = []
+        budget = self.prefill_token_budget
+        while self._waiting and len(self._active) + len(admitted) < self.max_batch_size:
+            seq = self._waiting[0]
+            if seq.cancelled:
+                self._waiting.popleft()
+                continue
+            # A long prompt still gets in alone; the budget only stops many long prompts stalling decodes at once.
+            if admitted and len(seq.request.prompt_ids) > budget:
+                break
+            budget -= len(seq.request.prompt_ids)
+            admitted.append(self._waiting.popleft())
+        return admitted
+
+    def _drop_idle_adapters_locked(self) -> None:
+        for name in list(self._adapters_to_drop):
+            if self._adapter_users.get(name, 0) > 0:
+                continue
+            self._adapters_to_drop.discard(name)
+            self._adapter_users.pop(name, None)
+            # peft cannot drop its last adapter; keeping one loaded costs only its (small) LoRA weights.
+            if self.uses_adapters and name in self.model.peft_config and len(self.model.peft_config) > 1:
+                self.model.delete_adapter(name)
+                logger.info("unloaded adapter %s", name)
+
+    def _adapter_kwargs(self, rows: list[_Sequence]) -> dict:
+        if not self.uses_adapters:
+            return {}
+        return {"adapter_names": [s.request.adapter or BASE_ADAPTER for s in rows]}
+
+    def _prefill(self, seqs: list[_Sequence]) -> None:
+        from transformers import DynamicCache
+
+        torch = self.torch
+        lengths = [len(s.request.prompt_ids) for s in seqs]
+        width = max(lengths)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+            ids[row, width - n :] = torch.tensor(seq.request.prompt_ids, dtype=torch.long)
+            mask[row, width - n :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapter_kwargs(seqs),
+        )
+        self.stats["prefills"] += 1
+        tokens = self._sample(out.logits[:, -1, :], seqs)
+        new = _BatchState(
+            cache=cache,
+            mask=mask.to(self.device),
+            next_pos=torch.tensor(lengths, dtype=torch.long, device=self.device),
+            last=tokens,
+        )
+        self._batch = new if self._batch is None or not self._active else self._batch.merge(new)
+        self._active.extend(seqs)
+        self._emit(seqs, tokens.tolist())
+
+    def _decode_step(self) -> None:
+        torch = self.torch
+        b = self._batch
+        mask = torch.cat([b.mask, torch.ones((b.mask.shape[0], 1), dtype=b.mask.dtype, device=self.device)], dim=1)
+        out = self.model(
+            input_ids=b.last[:, None],
+            attention_mask=mask,
+            position_ids=b.next_pos[:, None],
+            cache=b.cache,
+            use_cache=True,
+            **self._adapter_kwargs(self._active),
+        )
+        b.mask = mask
+        b.next_pos = b.next_pos + 1
+        tokens = self._sample(out.logits[:, -1, :], self._active)
+        b.last = tokens
+        self.stats["steps"] += 1
+        self.stats["max_batch"] = max(self.stats["max_batch"], len(self._active))
+        self._emit(self._active, tokens.tolist())
+
+    def _sample(self, logits, seqs: list[_Sequence]):
+        torch = self.torch
+        logits = logits.float()
+        tokens = logits.argmax(dim=-1)
+        for row, seq in enumerate(seqs):
+            p = seq.request.params
+            if p.temperature <= 0:
+                continue
+            scores = logits[row] / p.temperature
+            if p.top_p < 1.0:
+                sorted_scores, order = torch.sort(scores, descending=True)
+                probs = torch.softmax(sorted_scores, dim=-1)
+                # Keep the smallest prefix whose mass reaches top_p (always at least the best token).
+                drop = probs.cumsum(-1) - probs > p.top_p
+                sorted_scores[drop] = float("-inf")
+                scores = torch.full_like(scores, float("-inf")).scatter(0, order, sorted_scores)
+            probs = torch.softmax(scores, dim=-1)
+            tokens[row] = torch.multinomial(probs, 1, generator=seq.generator)[0]
+        return tokens
+
+    def _emit(self, seqs: list[_Sequence], tokens: list[int]) -> None:
+        for seq, token in zip(seqs, tokens, strict=True):
+            if seq.cancelled or seq.finish_reason:
+                continue
+            p = seq.request.params
+            seq.generated += 1
+            self.stats["generated_tokens"] += 1
+            if token in p.stop_token_ids:
+                seq.finish_reason = "stop"
+            else:
+                seq.ids.append(token)
+                seq.text = self.tokenizer.decode(seq.ids, skip_special_tokens=True)
+                cut = _find_stop(seq.text, p.stop, seq.emitted)
+                if cut is not None:
+                    seq.text = seq.text[:cut]
+                    seq.finish_reason = "stop"
+                elif len(seq.ids) >= p.max_tokens or len(seq.request.prompt_ids) + len(seq.ids) >= self.max_context:
+                    seq.finish_reason = "length"
+            if seq.request.stream:
+                upto = len(seq.text) if seq.finish_reason else _safe_prefix_len(seq.text, p.stop)
+                if upto > seq.emitted:
+                    seq.send({"type": "delta", "text": seq.text[seq.emitted : upto]})
+                    seq.emitted = upto
+            if seq.finish_reason:
+                seq.send(
+                    {
+                        "type": "done",
+                        "text": seq.text,
+                        "finish_reason": seq.finish_reason,
+                        "prompt_tokens": len(seq.request.prompt_ids),
+                        "completion_tokens": seq.generated,
+                    }
+                )
+
+    def _prune(self) -> None:
+        """Drop finished or abandoned rows from the batch and trim left padding no remaining row needs."""
+        keep = [i for i, s in enumerate(self._active) if not (s.finish_reason or s.cancelled)]
+        if len(keep) == len(self._active):
+            return
+        self._active = [self._active[i] for i in keep]
+        if not self._active:
+            self._batch = None
+            return
+        self._batch.select(keep)
+
+
+@dataclass
+class _BatchState:
+    """The running batch: per-layer KV tensors ``[B, heads, T, dim]`` left-padded to a common T, plus its mask."""
+
+    cache: object
+    mask: object  # [B, T] 1 = real token
+    next_pos: object  # [B] position of the token in ``last``
+    last: object  # [B] the token to feed next (sampled, not yet in the cache)
+
+    def _layers(self):
+        return self.cache.layers
+
+    def merge(self, other: _BatchState) -> _BatchState:
+        import torch
+
+        t_self, t_other = self.mask.shape[1], other.mask.shape[1]
+        width = max(t_self, t_other)
+        for mine, theirs in zip(self._layers(), other._layers(), strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)], dim=0)
+            mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)], dim=0)
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(other.mask, width, 1)], dim=0)
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+        self.last = torch.cat([self.last, other.last])
+        return self
+
+    def select(self, rows: list[int]) -> None:
+        import torch
+
+        index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
+        mask = self.mask.index_select(0, index)
+        # Columns that are padding for every remaining row cost attention compute and memory; cut them.
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else mask.shape[1]
+        self.mask = mask[:, start:]
+        for layer in self._layers():
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:, :]
+            layer.values = layer.values.index_select(0, index)[:, :, start:, :]
+        self.next_pos = self.next_pos.index_select(0, index)
+        self.last = self.last.index_select(0, index)
+
+
+def _left_pad(tensor, width: int, dim: int):
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim)
+
+
+def _find_stop(text: str, stops: list[str], emitted: int) -> int | None:
+    """Index where the earliest stop string starts, searching only text that could contain a new match."""
+    best = None
+    for stop in stops:
+        idx = text.find(stop, max(0, emitted - len(stop) + 1))
+        if idx != -1 and (best is None or idx < best):
+            best = idx
+    return best
+
+
+def _safe_prefix_len(text: str, stops: list[str]) -> int:
+    """How much text can be streamed now: hold back a partial UTF-8 character or a possible stop-string start."""
+    end = len(text) - 1 if text.endswith("\ufffd") else len(text)
+    hold = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, end), hold, -1):
+            if text[:end].endswith(stop[:k]):
+                hold = k
+                break
+    return end - hold
+
+
+def context_length(config) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
