@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--train-rows", type=int, default=400)
     sample.add_argument("--eval-rows", type=int, default=60)
     srv = verbs.add_parser("serve", help="serve a model on Ray Serve behind an OpenAI-compatible API")
-    srv.add_argument("--config", help="moatforge config with a serve: group, or a Serve YAML such as serve/student.yaml")
+    srv.add_argument(
+        "--config", help="moatforge config with a serve: group, or a Serve YAML such as serve/student.yaml"
+    )
     srv.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. serve.model=DIR serve.port=8000")
     ev = verbs.add_parser("eval", help="tool-call accuracy of a model on a held-out chat set")
     ev.add_argument("--model", help="model reference (alias, HF directory or hub id); optional with --predictions")
