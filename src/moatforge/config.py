@@ -188,6 +188,27 @@ class ServeArgs(_Args):
     engine: ServeEngineArgs = Field(default_factory=ServeEngineArgs)
 
 
+class CostArgs(_Args):
+    """USD per hour by accelerator type (and ``cpu_core`` per core); given keys override the defaults."""
+
+    prices: dict[str, float] = Field(default_factory=dict)
+    accelerator: str | None = None  # price key to bill; detected from the device when unset
+    budget_usd: float | None = Field(None, gt=0)
+    cpu_peak_flops_per_core: float = Field(5e10, gt=0)  # MFU denominator on CPU (fp32 FMA, ~AVX2 at 3 GHz)
+
+    @model_validator(mode="after")
+    def _merge_default_prices(self) -> CostArgs:
+        from moatforge.metrics import prices_with_defaults
+
+        bad = [k for k, v in self.prices.items() if v < 0]
+        if bad:
+            raise ValueError(f"cost.prices.{bad[0]} is negative; prices are USD per hour, >= 0")
+        merged = prices_with_defaults(self.prices)
+        if merged != self.prices:
+            object.__setattr__(self, "prices", merged)
+        return self
+
+
 class MoatforgeConfig(_Args):
     run: RunArgs = Field(default_factory=RunArgs)
     cluster: ClusterArgs = Field(default_factory=ClusterArgs)
@@ -197,6 +218,7 @@ class MoatforgeConfig(_Args):
     lora: LoraArgs = Field(default_factory=LoraArgs)
     curate: CurateArgs = Field(default_factory=CurateArgs)
     distill: DistillArgs = Field(default_factory=DistillArgs)
+    cost: CostArgs = Field(default_factory=CostArgs)
     serve: ServeArgs = Field(default_factory=ServeArgs)
 
     def run_dir(self) -> str:

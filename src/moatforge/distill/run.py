@@ -200,7 +200,7 @@ def run_distill(cfg: MoatforgeConfig, printer=print) -> dict:
             printer=printer,
         )
     objective = DistillObjective(args, str(teacher_dir), vocab_size)
-    summary = run_training(cfg, printer=printer, objective=objective, transform_train=transform)
+    summary = run_training(cfg, printer=printer, objective=objective, transform_train=transform, stage="distill")
     summary.update({"stage": "distill", "teacher": str(teacher_dir), "student_init": str(student_dir)})
     storage.write_text(storage.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary

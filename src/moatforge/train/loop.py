@@ -162,14 +162,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = engine.device
     del zero3_init  # loading is done; later model builds (the export) must not be partitioned
 
-    start_step, history, elapsed_before = 0, [], 0.0
+    invocation = loop_config["invocation"]
+    start_step, history, elapsed_before, cost_before = 0, [], 0.0, 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = ckpt_io.load(engine, Path(d), strict=not cfg.lora.enabled)
         start_step, history, elapsed_before = state["step"], state["metrics"], state["elapsed_s"]
+        # Cost of earlier invocations (a re-run after a stop); this invocation's is billed from its wall time.
+        same = state.get("invocation") == invocation
+        cost_before = state.get("cost_before_invocation", 0.0) if same else state.get("cost_usd", 0.0)
+    recorder = None
     if rank == 0:
-        _record_attempt(run_dir, loop_config["invocation"], start_step)
+        since, first_step = _record_attempt(run_dir, invocation, start_step)
+        recorder = make_recorder(cfg, loop_config, engine)
+        if checkpoint:
+            recorder.restart()
         _write_metrics(run_dir, history)
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -202,9 +210,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def save(step: int, metrics: dict) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="moatforge-ckpt-"))
         try:
-            state = {"step": step, "metrics": history, "elapsed_s": elapsed_before + time.time() - t_start}
+            state = {
+                "step": step,
+                "metrics": history,
+                "elapsed_s": elapsed_before + time.time() - t_start,
+                "invocation": invocation,
+                "cost_before_invocation": cost_before,
+                "cost_usd": metrics.get("cost_usd", cost_before),
+            }
+            t0 = time.time()
             ckpt_io.save(engine, tmp, state, rank, frozen_excluded=cfg.lora.enabled)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
+            if recorder is not None:
+                recorder.checkpoint(time.time() - t0)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -248,12 +266,36 @@ def train_loop_per_worker(loop_config: dict) -> None:
             eval_loss = evaluate()
             if eval_loss is not None:
                 metrics["eval_loss"] = eval_loss
+        stop = 0.0
+        if recorder is not None:
+            productive = sum(h["step_time_s"] for h in history if h["step"] > first_step) + dt
+            metrics.update(
+                recorder.step(
+                    tokens=int(global_tokens),
+                    samples=world * cfg.train.grad_accum * cfg.train.micro_batch_size,
+                    step_time=dt,
+                    loss=metrics["loss"],
+                    wall_s=time.time() - since,
+                    productive_s=productive,
+                    cost_before=cost_before,
+                    steps_done=step + 1,
+                    total_steps=total,
+                    tokens_total=sum(h["tokens"] for h in history) + int(global_tokens),
+                )
+            )
+            stop = float(not is_last and recorder.over_budget(metrics["projected_cost_usd"]))
+        if cfg.cost.budget_usd is not None:
+            (stop,) = all_sum([stop])  # rank 0 decides; every rank must leave the loop together
+        if stop:
+            metrics["stopped"] = "budget"
         history.append(metrics)
-        if rank == 0 and (is_last or time.time() - last_write > 1.0):
+        if rank == 0 and (is_last or stop or time.time() - last_write > 1.0):
             _write_metrics(run_dir, history)
             last_write = time.time()
-        if is_last or (step + 1) % cfg.train.checkpoint_every_steps == 0:
+        if is_last or stop or (step + 1) % cfg.train.checkpoint_every_steps == 0:
             save(step + 1, metrics)
+        if stop:
+            return  # the driver reads "stopped" and explains; the checkpoint lets a re-run continue
 
     state_dict = gather_state_dict(engine, cfg.train.zero_stage, rank)
     if rank == 0:
@@ -266,8 +308,35 @@ def _write_metrics(run_dir: str, history: list[dict]) -> None:
     storage.write_text(storage.join(run_dir, METRICS_FILE), "".join(json.dumps(m) + "\n" for m in history))
 
 
-def _record_attempt(run_dir: str, invocation: str, start_step: int) -> None:
+def _record_attempt(run_dir: str, invocation: str, start_step: int) -> tuple[float, int]:
+    """Append this attempt; returns when this invocation's first attempt started and from which step."""
     path = storage.join(run_dir, ATTEMPTS_FILE)
     previous = storage.read_text(path) or ""
-    line = json.dumps({"invocation": invocation, "start_step": start_step, "time": time.time(), "pid": os.getpid()})
+    now = time.time()
+    line = json.dumps({"invocation": invocation, "start_step": start_step, "time": now, "pid": os.getpid()})
     storage.write_text(path, previous + line + "\n")
+    mine = [json.loads(x) for x in previous.splitlines() if x.strip() and json.loads(x)["invocation"] == invocation]
+    first = mine[0] if mine else {"time": now, "start_step": start_step}
+    return first["time"], first["start_step"]
+
+
+def make_recorder(cfg: MoatforgeConfig, loop_config: dict, engine):
+    """Rank 0's metrics recorder: what this run holds, what that costs, and what its FLOPs are worth."""
+    from moatforge.metrics import Resources, TrainRecorder, detect_accelerator, train_flops_per_token
+
+    # Under ZeRO-3 a parameter's local numel is its shard; ds_numel is the whole.
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in engine.module.parameters()]
+    params, trainable = sum(n for n, _ in sizes), sum(n for n, grad in sizes if grad)
+    resources = Resources(
+        workers=cfg.cluster.num_workers,
+        cpus_per_worker=cfg.cluster.cpus_per_worker,
+        accelerator=cfg.cost.accelerator or detect_accelerator(cfg.cluster.use_gpu),
+    )
+    return TrainRecorder(
+        labels={"run": cfg.run.name, "stage": loop_config.get("stage", "train"), "model": loop_config["model_name"]},
+        resources=resources,
+        prices=cfg.cost.prices,
+        flops_per_token=train_flops_per_token(params, trainable),
+        cpu_peak_flops_per_core=cfg.cost.cpu_peak_flops_per_core,
+        budget_usd=cfg.cost.budget_usd,
+    )

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from moatforge import storage
 from moatforge.config import MoatforgeConfig
@@ -92,10 +93,22 @@ def format_progress(m: dict, total: int, history: list[dict]) -> str:
     )
     if "eval_loss" in m:
         line += f"  eval_loss {m['eval_loss']:.4f}"
+    if m.get("cost_usd") is not None:
+        line += f"  ${m['cost_usd']:.4f}"
     return line
 
 
-def run_training(cfg: MoatforgeConfig, printer=print, objective=None, transform_train=None) -> dict:
+def model_label(ref: str) -> str:
+    """A short, bounded metrics label for a model reference: an alias, a run name, or a folder name."""
+    path = Path(ref)
+    if len(path.parts) >= 3 and path.parts[-2:] == ("final", "model"):
+        return path.parts[-3]
+    return path.name or ref
+
+
+def run_training(
+    cfg: MoatforgeConfig, printer=print, objective=None, transform_train=None, stage: str = "train"
+) -> dict:
     """Fine-tune ``model.name_or_path``; distillation passes its ``objective`` (the loss, see
     ``loop.NextTokenLoss``) and ``transform_train`` (adds the teacher's outputs to the prepared rows)."""
     import ray.train
@@ -142,6 +155,8 @@ def run_training(cfg: MoatforgeConfig, printer=print, objective=None, transform_
             "has_eval": eval_data is not None,
             "invocation": invocation,
             "objective": objective,
+            "stage": stage,
+            "model_name": model_label(cfg.model.name_or_path),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
@@ -167,6 +182,13 @@ def run_training(cfg: MoatforgeConfig, printer=print, objective=None, transform_
         progress.stop()
     summary = _summary(cfg, run_dir, invocation, started, steps, train_data, eval_data, error)
     storage.write_text(storage.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    if summary["status"] == "stopped_budget":
+        raise MoatforgeError(
+            f"{stage} run {cfg.run.name} stopped at step {summary['steps']}/{steps}: its projected cost "
+            f"${summary['projected_cost_usd']:.4f} exceeds cost.budget_usd={cfg.cost.budget_usd} "
+            f"(spent ${summary['cost_usd']:.4f}); a checkpoint was saved: raise cost.budget_usd and re-run the "
+            "same command to continue"
+        )
     if error is not None:
         raise MoatforgeError(
             f"training run {cfg.run.name} failed after {summary['restarts']} restarts: "
@@ -179,8 +201,11 @@ def _summary(cfg, run_dir, invocation, started, steps, train_data, eval_data, er
     metrics = read_metrics(run_dir)
     attempts = [a for a in read_attempts(run_dir) if a["invocation"] == invocation]
     evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+    last = metrics[-1] if metrics else {}
+    status = "failed" if error is not None else "stopped_budget" if last.get("stopped") == "budget" else "finished"
+    mfus = [m["mfu"] for m in metrics if m.get("mfu") is not None]
     return {
-        "status": "failed" if error is not None else "finished",
+        "status": status,
         "run_name": cfg.run.name,
         "run_dir": run_dir,
         "steps": metrics[-1]["step"] if metrics else 0,
@@ -194,8 +219,15 @@ def _summary(cfg, run_dir, invocation, started, steps, train_data, eval_data, er
         "train_rows": train_data.rows,
         "train_row_counts": train_data.counts,
         "eval_row_counts": eval_data.counts if eval_data else None,
-        "final_model": storage.join(run_dir, "final", "model") if error is None else None,
-        "final_adapter": storage.join(run_dir, "final", "adapter") if error is None and cfg.lora.enabled else None,
+        "cost_usd": last.get("cost_usd"),
+        "projected_cost_usd": last.get("projected_cost_usd"),
+        "usd_per_1m_tokens": last.get("usd_per_1m_tokens"),
+        "goodput": last.get("goodput"),
+        "mfu_mean": sum(mfus) / len(mfus) if mfus else None,
+        "final_model": storage.join(run_dir, "final", "model") if status == "finished" else None,
+        "final_adapter": storage.join(run_dir, "final", "adapter")
+        if status == "finished" and cfg.lora.enabled
+        else None,
         "error": _first_line(error) if error is not None else None,
     }
 

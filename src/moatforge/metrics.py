@@ -1,0 +1,254 @@
+"""Metric names, the price table and the cost arithmetic, in one place; stages only record events.
+
+Inside Ray (training workers, Serve replicas) metrics go through ``ray.util.metrics``: each node's metrics
+agent exports them and Prometheus finds the agents through the service-discovery file Ray writes. Ray puts
+its namespace in front (``ray_``) and Prometheus counters end in ``_total``; ``exported_name`` gives the name
+to use in PromQL. Labels are bounded: run, stage, model, deployment — never a request or a row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+# USD per hour for one accelerator, and per CPU core ("cpu_core"). On-demand list prices of large clouds
+# (late 2026), rounded; override with cost.prices.<TYPE>=... for your contract.
+DEFAULT_PRICES: dict[str, float] = {
+    "H200": 3.80,
+    "H100": 2.90,
+    "A100": 1.60,
+    "L40S": 1.10,
+    "A10G": 1.00,
+    "L4": 0.80,
+    "T4": 0.35,
+    "cpu_core": 0.04,
+}
+
+# Dense bf16 peak FLOP/s per accelerator (vendor data sheets, without sparsity): the MFU denominator.
+PEAK_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "T4": 65e12,
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    unit: str
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exported_name(self) -> str:
+        """The name Prometheus stores: Ray's namespace first, ``_total`` after counters."""
+        return f"ray_{self.name}" + ("_total" if self.kind == "counter" else "")
+
+
+TRAIN_LABELS = ("run", "stage", "model")
+STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+TRAIN_METRICS = [
+    MetricSpec("moatforge_train_tokens", "counter", "tokens", TRAIN_LABELS, "Tokens processed by optimizer steps"),
+    MetricSpec("moatforge_train_samples", "counter", "rows", TRAIN_LABELS, "Training rows processed"),
+    MetricSpec("moatforge_train_steps", "counter", "steps", TRAIN_LABELS, "Optimizer steps taken"),
+    MetricSpec(
+        "moatforge_train_step_seconds", "histogram", "seconds", TRAIN_LABELS, "Wall time of one step", STEP_BUCKETS
+    ),
+    MetricSpec("moatforge_train_tokens_per_second", "gauge", "tokens/s", TRAIN_LABELS, "Throughput of the last step"),
+    MetricSpec("moatforge_train_mfu", "gauge", "ratio", TRAIN_LABELS, "Model FLOPs utilisation of the last step"),
+    MetricSpec(
+        "moatforge_train_resource_seconds",
+        "counter",
+        "seconds",
+        (*TRAIN_LABELS, "resource"),
+        "Resource-seconds held (resource = accelerator type or cpu_core)",
+    ),
+    MetricSpec("moatforge_train_cost_usd", "gauge", "USD", TRAIN_LABELS, "Cost of the run so far"),
+    MetricSpec("moatforge_train_projected_cost_usd", "gauge", "USD", TRAIN_LABELS, "Cost at the last step, projected"),
+    MetricSpec("moatforge_train_budget_usd", "gauge", "USD", TRAIN_LABELS, "cost.budget_usd (absent when unset)"),
+    MetricSpec("moatforge_train_usd_per_1m_tokens", "gauge", "USD", TRAIN_LABELS, "Cost per million trained tokens"),
+    MetricSpec("moatforge_train_goodput", "gauge", "ratio", TRAIN_LABELS, "Productive step time over wall time"),
+    MetricSpec("moatforge_train_restarts", "counter", "restarts", TRAIN_LABELS, "Worker group restarts"),
+    MetricSpec(
+        "moatforge_train_checkpoint_seconds",
+        "histogram",
+        "seconds",
+        TRAIN_LABELS,
+        "Time to save and report a checkpoint",
+        STEP_BUCKETS,
+    ),
+    MetricSpec("moatforge_train_loss", "gauge", "nats/token", TRAIN_LABELS, "Training loss of the last step"),
+    MetricSpec(
+        "moatforge_train_last_step_timestamp_seconds", "gauge", "unix s", TRAIN_LABELS, "When the last step ended"
+    ),
+]
+
+
+def prices_with_defaults(prices: dict[str, float] | None) -> dict[str, float]:
+    return {**DEFAULT_PRICES, **(prices or {})}
+
+
+def detect_accelerator(use_gpu: bool) -> str:
+    """The price-table key of this worker's accelerator, or ``cpu_core`` without one."""
+    if not use_gpu:
+        return "cpu_core"
+    import torch
+
+    name = torch.cuda.get_device_name().upper() if torch.cuda.is_available() else ""
+    return next((key for key in PEAK_FLOPS if key in name), name or "unknown_gpu")
+
+
+def train_flops_per_token(params: int, trainable: int) -> float:
+    """FLOPs per trained token: 2N forward, 2N backward through activations, 2 per trainable weight gradient.
+
+    This is the 6N rule for a full fine-tune and ~4N for LoRA; attention's sequence-length term is left out.
+    """
+    return 4.0 * params + 2.0 * trainable
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a stage holds while it runs: ``workers`` × (one accelerator or none, ``cpus`` cores)."""
+
+    workers: int
+    cpus_per_worker: float
+    accelerator: str  # price key; "cpu_core" when there is none
+
+    def seconds(self, wall_s: float) -> dict[str, float]:
+        held = {"cpu_core": self.workers * self.cpus_per_worker * wall_s}
+        if self.accelerator != "cpu_core":
+            held[self.accelerator] = self.workers * wall_s
+        return held
+
+    def cost_usd(self, wall_s: float, prices: dict[str, float]) -> float:
+        return sum(seconds / 3600.0 * prices.get(kind, 0.0) for kind, seconds in self.seconds(wall_s).items())
+
+    def peak_flops(self, cpu_peak_flops_per_core: float) -> float:
+        if self.accelerator == "cpu_core":
+            return self.workers * self.cpus_per_worker * cpu_peak_flops_per_core
+        return self.workers * PEAK_FLOPS.get(self.accelerator, 0.0)
+
+
+def usd_per_1m_tokens(cost_usd: float, tokens: int) -> float | None:
+    return cost_usd / tokens * 1e6 if tokens else None
+
+
+def projected_cost(cost_so_far: float, steps_done: int, total_steps: int) -> float:
+    """The whole run's cost if the remaining steps cost what the done ones did on average."""
+    if steps_done <= 0:
+        return cost_so_far
+    return cost_so_far * total_steps / steps_done
+
+
+class RayMetrics:
+    """``ray.util.metrics`` objects for a list of specs, created once per process with default labels."""
+
+    def __init__(self, specs: list[MetricSpec], labels: dict[str, str]):
+        from ray.util import metrics as m
+
+        self.objects = {}
+        for spec in specs:
+            if spec.kind == "counter":
+                obj = m.Counter(spec.name, description=spec.help, tag_keys=spec.labels)
+            elif spec.kind == "gauge":
+                obj = m.Gauge(spec.name, description=spec.help, tag_keys=spec.labels)
+            else:
+                obj = m.Histogram(spec.name, description=spec.help, boundaries=list(spec.buckets), tag_keys=spec.labels)
+            obj.set_default_tags({k: v for k, v in labels.items() if k in spec.labels})
+            self.objects[spec.name] = obj
+
+    def inc(self, name: str, value: float = 1.0, **tags: str) -> None:
+        if value > 0:
+            self.objects[name].inc(value, tags=tags or None)
+
+    def set(self, name: str, value: float | None, **tags: str) -> None:
+        if value is not None:
+            self.objects[name].set(value, tags=tags or None)
+
+    def observe(self, name: str, value: float) -> None:
+        self.objects[name].observe(value)
+
+
+class TrainRecorder:
+    """Turns the training loop's per-step numbers into metrics, cost and the budget decision (rank 0)."""
+
+    def __init__(
+        self,
+        labels: dict[str, str],
+        resources: Resources,
+        prices: dict[str, float],
+        flops_per_token: float,
+        cpu_peak_flops_per_core: float,
+        budget_usd: float | None,
+        enabled: bool = True,
+    ):
+        self.resources, self.prices, self.budget = resources, prices, budget_usd
+        self.flops_per_token = flops_per_token
+        self.peak = resources.peak_flops(cpu_peak_flops_per_core)
+        self.metrics = RayMetrics(TRAIN_METRICS, labels) if enabled else None
+        self.last_wall = None
+        if self.metrics is not None and budget_usd is not None:
+            self.metrics.set("moatforge_train_budget_usd", budget_usd)
+
+    def step(
+        self,
+        *,
+        tokens: int,
+        samples: int,
+        step_time: float,
+        loss: float,
+        wall_s: float,
+        productive_s: float,
+        cost_before: float,
+        steps_done: int,
+        total_steps: int,
+        tokens_total: int,
+    ) -> dict:
+        """Record one step; returns the cost fields that go into metrics.jsonl.
+
+        ``wall_s`` is this invocation's time so far (restarts and checkpoints included), ``cost_before`` what
+        earlier invocations of the same run cost.
+        """
+        cost = cost_before + self.resources.cost_usd(wall_s, self.prices)
+        tps = tokens / step_time if step_time > 0 else 0.0
+        out = {
+            "cost_usd": cost,
+            "projected_cost_usd": projected_cost(cost, steps_done, total_steps),
+            "usd_per_1m_tokens": usd_per_1m_tokens(cost, tokens_total),
+            "mfu": self.flops_per_token * tps / self.peak if self.peak else None,
+            "goodput": min(1.0, productive_s / wall_s) if wall_s > 0 else None,
+        }
+        if self.metrics is not None:
+            m = self.metrics
+            m.inc("moatforge_train_tokens", tokens)
+            m.inc("moatforge_train_samples", samples)
+            m.inc("moatforge_train_steps", 1)
+            m.observe("moatforge_train_step_seconds", step_time)
+            m.set("moatforge_train_tokens_per_second", tps)
+            m.set("moatforge_train_loss", loss)
+            m.set("moatforge_train_last_step_timestamp_seconds", time.time())
+            held_since = wall_s - (self.last_wall if self.last_wall is not None else 0.0)
+            for resource, seconds in self.resources.seconds(max(held_since, 0.0)).items():
+                m.inc("moatforge_train_resource_seconds", seconds, resource=resource)
+            for key in ("cost_usd", "projected_cost_usd", "usd_per_1m_tokens", "mfu", "goodput"):
+                m.set(f"moatforge_train_{key}", out[key])
+        self.last_wall = wall_s
+        return out
+
+    def over_budget(self, projected_usd: float) -> bool:
+        return self.budget is not None and projected_usd > self.budget
+
+    def restart(self) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("moatforge_train_restarts", 1)
+
+    def checkpoint(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe("moatforge_train_checkpoint_seconds", seconds)
