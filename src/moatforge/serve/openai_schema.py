@@ -193,10 +193,8 @@ def parse_request(raw: bytes, model: type[_Strict]):
 def _is_union_tag(part) -> bool:
     """Pydantic's locations name union members (``str``, ``list[...]``); the client only wants field names."""
     text = str(part)
-    return (
-        any(text.startswith(t) for t in ("str", "list[", "dict[", "int", "float", "bool", "function-", "literal["))
-        or text in {"NamedToolChoice", "ContentPart"}
-        or text.startswith("json-or-python")
+    return text in {"str", "int", "float", "bool", "none", "NamedToolChoice", "ContentPart"} or text.startswith(
+        ("list[", "dict[", "function-", "literal[", "json-or-python")
     )
 
 
