@@ -67,6 +67,9 @@ def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
     from moatforge.distill.run import run_distill
     from moatforge.train.run import ensure_ray, run_training
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file weight-loading bars bury the demo's own progress lines
     cfg = cfg or quickstart_config()
     t0 = time.time()
 
