@@ -101,3 +101,19 @@ def test_example_configs(name):
         assert cfg.lora.enabled and cfg.model.name_or_path == "smollm2-135m-instruct"
     else:
         assert not cfg.lora.enabled and cfg.train.zero_stage == 3
+
+
+def test_every_job_config_starts_with_the_command_that_runs_it():
+    for path in sorted((ROOT / "jobs" / "configs").glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# moatforge ") and f"--config jobs/configs/{path.name}" in first, path
+        load_config(path)
+
+
+def test_distill_config_values():
+    cfg = load_config(ROOT / "jobs" / "configs" / "distill_student.yaml")
+    assert cfg.distill.student == "prune:12" and cfg.distill.mode == "offline" and not cfg.lora.enabled
+    with pytest.raises(MoatforgeError, match="distill.loss"):
+        load_config(None, ["distill.loss=mse"])
+    with pytest.raises(MoatforgeError, match="prune:N"):
+        load_config(None, ["distill.student=prune:0"])
