@@ -64,48 +64,50 @@ def student_config(cfg: MoatforgeConfig, teacher_dir: str, overrides: list[str] 
 
 
 def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
+    from transformers.utils import logging as hf_logging
+
     from moatforge.distill.run import run_distill
     from moatforge.train.run import ensure_ray, run_training
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file weight-loading bars bury the demo's own progress lines
     cfg = cfg or quickstart_config()
     t0 = time.time()
+    stages = iter(range(1, 9))
 
     def stage(text: str) -> None:
-        printer(f"\n== [{time.time() - t0:6.1f}s] {text}")
+        printer(f"\n== [{time.time() - t0:6.1f}s] {next(stages)}/8 {text}")
 
     home = storage.join(storage.absolute(cfg.run.storage_path), "quickstart")
-    stage("1/6 generating the sample tool-calling data set (train + held-out eval)")
+    stage("generating the sample tool-calling data set (train + held-out eval)")
     paths = write_sample_data(storage.join(home, "data"), seed=cfg.train.seed, n_train=400, n_eval=EVAL_ROWS)
     cfg.data.train = cfg.data.train or str(paths["train"])
     cfg.data.eval = cfg.data.eval or str(paths["eval"])
     eval_rows = load_eval_rows(str(paths["eval"]), EVAL_ROWS)
     printer(f"   train: {paths['train']}\n   eval:  {paths['eval']} ({len(eval_rows)} rows)")
-
-    stage(f"2/6 evaluating the base model {cfg.model.name_or_path} on the held-out set")
-    results: dict = {}
-    base_dir = resolve_model(cfg.model.name_or_path)
-    results["base"] = _evaluate("base", base_dir, eval_rows, printer)
-
-    stage(
-        f"3/6 teacher: LoRA fine-tune on Ray Train + DeepSpeed ZeRO-{cfg.train.zero_stage} ({cfg.train.max_steps} steps)"
-    )
     ensure_ray(cfg.cluster.address)
+
+    stage(f"evaluating the base model {cfg.model.name_or_path} on the held-out set")
+    results: dict = {}
+    results["base"] = _evaluate("base", resolve_model(cfg.model.name_or_path), eval_rows, printer)
+
+    stage(f"teacher: LoRA fine-tune on Ray Train + DeepSpeed ZeRO-{cfg.train.zero_stage} ({cfg.train.max_steps} steps)")
     summary = run_training(cfg, printer=printer)
-    stage("4/6 evaluating the fine-tuned teacher")
+    results["train_summary"] = summary
+    stage("evaluating the fine-tuned teacher")
     results["teacher"] = _evaluate("teacher", summary["final_model"], eval_rows, printer)
 
     scfg = student_config(cfg, summary["final_model"])
-    stage(f"5/6 student: distill {scfg.distill.student} of the teacher ({scfg.train.max_steps} steps)")
+    stage(f"student: distilling {scfg.distill.student} of the teacher ({scfg.train.max_steps} steps)")
     student_summary = run_distill(scfg, printer=printer)
-    stage("6/6 evaluating the distilled student")
-    results["student"] = _evaluate("student", student_summary["final_model"], eval_rows, printer)
-
-    results["train_summary"] = summary
     results["distill_summary"] = student_summary
+    stage("evaluating the distilled student")
+    results["student"] = _evaluate("student", student_summary["final_model"], eval_rows, printer)
     storage.write_text(storage.join(home, "results.json"), json.dumps(results, indent=2) + "\n")
+
+    stage("serving the student (Ray Serve, OpenAI API) and calling it with the openai client")
+    results["served"] = _serve_student(student_summary["final_model"], eval_rows, printer)
+    storage.write_text(storage.join(home, "results.json"), json.dumps(results, indent=2) + "\n")
+
     printer("\n" + results_table(results))
     printer(
         f"\nresults: {storage.join(home, 'results.json')}\nteacher model: {summary['final_model']}"
@@ -113,6 +115,16 @@ def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
     )
     printer(f"done in {time.time() - t0:.0f}s")
     return results
+
+
+def _serve_student(model_dir: str, eval_rows: list[dict], printer) -> list[dict]:
+    """Three held-out requests with the tools their rows declare, as an application would send them."""
+    from moatforge.serve.demo import serve_and_query
+
+    picked = [r for r in eval_rows if r["messages"][-2]["role"] == "user" and r["messages"][-1].get("tool_calls")][:3]
+    tools = list({t["function"]["name"]: t for r in picked for t in r.get("tools") or []}.values())
+    questions = [r["messages"][-2]["content"] for r in picked]
+    return serve_and_query(model_dir, questions, printer=printer, tools=tools, max_tokens=MAX_NEW_TOKENS)
 
 
 def _evaluate(name: str, model_dir, eval_rows: list[dict], printer) -> dict:
