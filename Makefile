@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.moatforge-installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test setup lint format clean
+.PHONY: demo test setup lint format clean kuberay
 
 $(STAMP): pyproject.toml Makefile
 	@command -v g++ >/dev/null || (echo "installing g++ (DeepSpeed JIT-builds a small op)" && apt-get update -qq && apt-get install -y -qq g++)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks jobs
 	$(VENV)/bin/ruff check --fix src tests benchmarks jobs
+
+# Regenerate kuberay/base/rayservice-student.yaml from serve/student.yaml (a test fails while they differ).
+kuberay: $(STAMP)
+	$(PY) kuberay/gen_rayservice.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
