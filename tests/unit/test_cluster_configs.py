@@ -22,7 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER_CONFIGS = [ROOT / "cluster" / "aws-gpu.yaml", ROOT / "cluster" / "gcp-gpu.yaml"]
 SECRET_NAME = re.compile(r"(?i)(^|_)(KEYS?|TOKEN|SECRET|PASSWORD|CREDENTIALS?)($|_)")
-SECRETISH = re.compile(r"(?i)(secret_access_key|access_key_id|password|api_key|BEGIN [A-Z ]*PRIVATE KEY|AKIA[0-9A-Z]{16})")
+SECRETISH = re.compile(
+    r"(?i)(secret_access_key|access_key_id|password|api_key|BEGIN [A-Z ]*PRIVATE KEY|AKIA[0-9A-Z]{16})"
+)
 
 
 def _pyproject_dependencies() -> list[str]:
@@ -120,7 +122,9 @@ def _run_job_script(script: str, *args: str, **env: str) -> subprocess.Completed
     )
 
 
-@pytest.mark.parametrize(("script", "verb"), [("finetune.py", "train"), ("curate.py", "curate"), ("distill.py", "distill")])
+@pytest.mark.parametrize(
+    ("script", "verb"), [("finetune.py", "train"), ("curate.py", "curate"), ("distill.py", "distill")]
+)
 def test_job_entry_points_are_the_cli_verbs(script, verb):
     proc = _run_job_script(script, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -202,7 +206,9 @@ def test_local_sh_is_valid_bash_with_a_usage_line():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     proc = subprocess.run(["bash", str(script), "bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr
-    assert "ray stop" not in [line.strip() for line in script.read_text().splitlines() if not line.strip().startswith("#")]
+    assert "ray stop" not in [
+        line.strip() for line in script.read_text().splitlines() if not line.strip().startswith("#")
+    ]
 
 
 def test_local_sh_down_without_a_cluster_is_a_no_op(tmp_path):

@@ -102,9 +102,9 @@ def strict_schema(schema: dict) -> dict:
         for name in ("apiVersion", "kind"):
             props.setdefault(name, {"type": "string"})
         props.setdefault("metadata", {"type": "object"})
-    if "properties" in out and "additionalProperties" not in out:
-        if not schema.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
+    closed = not schema.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in out and "additionalProperties" not in out and closed:
+        out["additionalProperties"] = False
     if schema.get("nullable") and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
     return out
@@ -292,7 +292,9 @@ def test_core_objects_and_pod_templates_validate_against_kubernetes(overlay):
             try:
                 kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} {where}: {'.'.join(map(str, exc.path))}: {exc.message}")
+                pytest.fail(
+                    f"{doc['kind']}/{doc['metadata']['name']} {where}: {'.'.join(map(str, exc.path))}: {exc.message}"
+                )
 
 
 def test_kubernetes_validate_works_offline_and_strictly():
@@ -526,9 +528,13 @@ def test_scrape_targets_name_ports_the_ray_pods_expose(overlay):
 
 @needs_kubectl
 def test_grafana_dashboards_configmap_holds_every_dashboard_file():
-    (cm,) = [d for d in render("gpu") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("moatforge-grafana")]
+    (cm,) = [
+        d for d in render("gpu") if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("moatforge-grafana")
+    ]
     files = sorted(p.name for p in (ROOT / "cluster" / "grafana").glob("*.json"))
-    assert files and sorted(cm["data"]) == files, "list every cluster/grafana/*.json in cluster/grafana/kustomization.yaml"
+    assert files and sorted(cm["data"]) == files, (
+        "list every cluster/grafana/*.json in cluster/grafana/kustomization.yaml"
+    )
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     for name, text in cm["data"].items():
         dashboard = json.loads(text)
