@@ -91,6 +91,104 @@ TRAIN_METRICS = [
 ]
 
 
+SERVE_LABELS = ("deployment", "model")
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+SERVE_METRICS = [
+    MetricSpec(
+        "moatforge_serve_requests",
+        "counter",
+        "requests",
+        (*SERVE_LABELS, "code"),
+        "HTTP responses of the OpenAI API, by status code (recorded by the ingress)",
+    ),
+    MetricSpec(
+        "moatforge_serve_request_latency_seconds",
+        "histogram",
+        "seconds",
+        SERVE_LABELS,
+        "Request arrival at the ingress to the last byte of the response (streams included)",
+        LATENCY_BUCKETS,
+    ),
+    MetricSpec(
+        "moatforge_serve_time_to_first_token_seconds",
+        "histogram",
+        "seconds",
+        SERVE_LABELS,
+        "Request arrival at the model replica to its first generated token",
+        LATENCY_BUCKETS,
+    ),
+    MetricSpec(
+        "moatforge_serve_prompt_tokens", "counter", "tokens", SERVE_LABELS, "Prompt tokens of finished requests"
+    ),
+    MetricSpec(
+        "moatforge_serve_generated_tokens", "counter", "tokens", SERVE_LABELS, "Tokens generated for finished requests"
+    ),
+    MetricSpec(
+        "moatforge_serve_batch_size",
+        "histogram",
+        "requests",
+        SERVE_LABELS,
+        "Requests in the running batch at each decode step",
+        BATCH_BUCKETS,
+    ),
+    MetricSpec("moatforge_serve_replicas", "gauge", "replicas", SERVE_LABELS, "1 per live replica; sum by deployment"),
+    MetricSpec(
+        "moatforge_serve_replica_cost_usd_per_hour",
+        "gauge",
+        "USD/hour",
+        SERVE_LABELS,
+        "Price of what one replica holds (its CPUs and accelerators); sum by deployment",
+    ),
+    MetricSpec("moatforge_serve_cost_usd", "counter", "USD", SERVE_LABELS, "Replica cost accrued while up"),
+    MetricSpec(
+        "moatforge_serve_usd_per_1m_generated_tokens",
+        "gauge",
+        "USD",
+        SERVE_LABELS,
+        "A model replica's accrued cost over the tokens it generated, per million",
+    ),
+]
+
+CURATE_LABELS = ("run", "stage")
+
+CURATE_METRICS = [
+    MetricSpec("moatforge_curate_rows_read", "counter", "rows", CURATE_LABELS, "Rows read from the inputs"),
+    MetricSpec("moatforge_curate_rows_kept", "counter", "rows", CURATE_LABELS, "Rows written to data/"),
+    MetricSpec(
+        "moatforge_curate_rows_rejected",
+        "counter",
+        "rows",
+        (*CURATE_LABELS, "step", "reason"),
+        "Rows dropped, by the step and reason that dropped them",
+    ),
+    MetricSpec("moatforge_curate_bytes_read", "counter", "bytes", CURATE_LABELS, "Bytes of the input files"),
+    MetricSpec(
+        "moatforge_curate_redactions",
+        "counter",
+        "placeholders",
+        (*CURATE_LABELS, "step", "reason"),
+        "PII replaced by a typed placeholder (reason = the type, e.g. EMAIL)",
+    ),
+    MetricSpec(
+        "moatforge_curate_rows_per_second", "gauge", "rows/s", CURATE_LABELS, "Rows read over the run's wall time"
+    ),
+    MetricSpec(
+        "moatforge_curate_step_seconds",
+        "gauge",
+        "seconds",
+        (*CURATE_LABELS, "step"),
+        "Time spent in each step during the last run (summed over workers for row steps)",
+    ),
+    MetricSpec(
+        "moatforge_curate_last_run_timestamp_seconds", "gauge", "unix s", CURATE_LABELS, "When the last run finished"
+    ),
+]
+
+ALL_METRICS = {"Training and distillation": TRAIN_METRICS, "Serving": SERVE_METRICS, "Curation": CURATE_METRICS}
+
+
 def prices_with_defaults(prices: dict[str, float] | None) -> dict[str, float]:
     return {**DEFAULT_PRICES, **(prices or {})}
 
@@ -252,3 +350,169 @@ class TrainRecorder:
     def checkpoint(self, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.observe("moatforge_train_checkpoint_seconds", seconds)
+
+
+def serve_cost_per_hour(num_cpus: float, num_gpus: float, accelerator: str, prices: dict[str, float]) -> float:
+    """USD per hour of one replica: its CPU cores and (fractions of) accelerators at the price table's rates."""
+    cost = num_cpus * prices.get("cpu_core", 0.0)
+    if num_gpus and accelerator != "cpu_core":
+        cost += num_gpus * prices.get(accelerator, 0.0)
+    return cost
+
+
+class ServeRecorder:
+    """Per-replica serving metrics: requests and latency (ingress), tokens, TTFT and batches (model replica),
+    and the replica's cost, accrued by a daemon thread every ``interval_s`` so it grows while the replica idles.
+    """
+
+    def __init__(
+        self,
+        deployment: str,
+        model: str,
+        cost_per_hour: float,
+        interval_s: float = 1.0,
+        enabled: bool = True,
+    ):
+        import threading
+
+        self.cost_per_hour = cost_per_hour
+        self.interval_s = interval_s
+        self.cost = 0.0
+        self.generated = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.metrics = RayMetrics(SERVE_METRICS, {"deployment": deployment, "model": model}) if enabled else None
+        if self.metrics is not None:
+            self.metrics.set("moatforge_serve_replicas", 1)
+            self.metrics.set("moatforge_serve_replica_cost_usd_per_hour", cost_per_hour)
+        self._thread = threading.Thread(target=self._accrue, name="moatforge-serve-cost", daemon=True)
+        self._thread.start()
+
+    def _accrue(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.interval_s):
+            now = time.monotonic()
+            self.add_time(now - last)
+            last = now
+
+    def add_time(self, seconds: float) -> None:
+        usd = self.cost_per_hour * seconds / 3600.0
+        with self._lock:
+            self.cost += usd
+            per_1m = usd_per_1m_tokens(self.cost, self.generated)
+        if self.metrics is not None:
+            self.metrics.inc("moatforge_serve_cost_usd", usd)
+            self.metrics.set("moatforge_serve_usd_per_1m_generated_tokens", per_1m)
+
+    def request(self, code: int, latency_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("moatforge_serve_requests", 1, code=str(code))
+            self.metrics.observe("moatforge_serve_request_latency_seconds", latency_s)
+
+    def finished(self, prompt_tokens: int, generated_tokens: int, ttft_s: float | None) -> None:
+        with self._lock:
+            self.generated += generated_tokens
+        if self.metrics is not None:
+            self.metrics.inc("moatforge_serve_prompt_tokens", prompt_tokens)
+            self.metrics.inc("moatforge_serve_generated_tokens", generated_tokens)
+            if ttft_s is not None:
+                self.metrics.observe("moatforge_serve_time_to_first_token_seconds", ttft_s)
+
+    def batch(self, size: int) -> None:
+        if self.metrics is not None:
+            self.metrics.observe("moatforge_serve_batch_size", size)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def record_curate(manifest: dict, run: str, enabled: bool = True) -> dict[str, float]:
+    """Curation metrics from a finished run's manifest (rows read = kept + rejected), recorded by the driver.
+
+    Returns the values recorded, keyed by metric name (and step/reason), for logging and tests.
+    """
+    labels = {"run": run, "stage": "curate"}
+    wall = manifest.get("wall_time_s") or 0.0
+    values: dict[str, float] = {
+        "moatforge_curate_rows_read": manifest["rows_read"],
+        "moatforge_curate_rows_kept": manifest["rows_kept"],
+        "moatforge_curate_bytes_read": sum(i.get("size", 0) for i in manifest.get("inputs", [])),
+        "moatforge_curate_rows_per_second": manifest["rows_read"] / wall if wall > 0 else 0.0,
+        "moatforge_curate_last_run_timestamp_seconds": time.time(),
+    }
+    rejected = {(s, r): n for s, reasons in manifest["rejected"].items() for r, n in reasons.items()}
+    redactions = {("pii", kind): n for kind, n in manifest.get("redactions", {}).items()}
+    steps = dict(manifest.get("seconds_per_step", {}))
+    if not enabled:
+        return values
+    m = RayMetrics(CURATE_METRICS, labels)
+    for name, value in values.items():
+        (m.inc if name.endswith(("_read", "_kept")) else m.set)(name, value)
+    for (step, reason), n in rejected.items():
+        m.inc("moatforge_curate_rows_rejected", n, step=step, reason=reason)
+    for (step, reason), n in redactions.items():
+        m.inc("moatforge_curate_redactions", n, step=step, reason=reason)
+    for step, seconds in steps.items():
+        m.set("moatforge_curate_step_seconds", seconds, step=step)
+    return values
+
+
+def metrics_doc() -> str:
+    """docs/metrics.md, generated from the specs (``python -m moatforge.metrics > docs/metrics.md``)."""
+    out = [
+        "# Metrics",
+        "",
+        "Generated from `src/moatforge/metrics.py` by `python -m moatforge.metrics > docs/metrics.md`; a unit test",
+        "keeps this file in sync. Every metric is recorded with `ray.util.metrics` inside Ray (training workers,",
+        "Serve replicas, the curate driver) and exported by each node's Ray metrics agent; Prometheus finds the",
+        "agents through the service-discovery file Ray writes (`cluster/prometheus/prometheus.yml`).",
+        "",
+        "Names below are the ones Prometheus stores: Ray puts `ray_` in front, counters end in `_total`, and",
+        "histograms are stored as `_bucket` (with `le`), `_sum` and `_count`. Ray adds its own labels to every",
+        "series (`SessionName`, `NodeAddress`, `WorkerId`, `Component`, `Version`): aggregate with",
+        "`sum by (...)` over the labels listed here. Labels are bounded: `run`, `stage`, `model` and `deployment`",
+        "name runs and deployments; `code`, `step`, `reason` and `resource` take values from fixed sets (HTTP",
+        "status codes, curate step names and reasons, price-table keys). Never a request or a row.",
+        "",
+        "Gauges from a process that has ended age out of Ray's export within two report intervals",
+        "(`RAY_metrics_report_interval_ms`, 10 s by default); counters and histograms stay.",
+        "",
+    ]
+    for title, specs in ALL_METRICS.items():
+        out += [f"## {title}", "", "| Exported name | Type | Unit | Labels | Description |", "|---|---|---|---|---|"]
+        for spec in specs:
+            labels = ", ".join(f"`{label}`" for label in spec.labels)
+            desc = spec.help
+            if spec.buckets:
+                desc += f" (buckets: {', '.join(f'{b:g}' for b in spec.buckets)})"
+            out.append(f"| `{spec.exported_name}` | {spec.kind} | {spec.unit} | {labels} | {desc} |")
+        out.append("")
+    out += [
+        "## Cost model",
+        "",
+        "USD per hour from `cost.prices` (defaults below, override with `cost.prices.<KEY>=...`; for serving,",
+        "`serve.prices`), applied to what a stage holds: training bills `cluster.num_workers` x",
+        "(`cluster.cpus_per_worker` cores + one accelerator when `cluster.use_gpu`) for the run's wall time, restarts",
+        "and checkpoints included; a Serve replica bills its `num_cpus` and `num_gpus` while it is up.",
+        "",
+        "| Price key | USD per hour |",
+        "|---|---|",
+        *(f"| `{key}` | {price:.2f} |" for key, price in DEFAULT_PRICES.items()),
+        "",
+        "Peak FLOP/s for MFU (dense bf16): "
+        + ", ".join(f"{key} {flops / 1e12:g} TFLOP/s" for key, flops in PEAK_FLOPS.items())
+        + "; CPUs: `cost.cpu_peak_flops_per_core` per core.",
+        "",
+        "## Ray's own series used by the dashboards and alerts",
+        "",
+        "| Exported name | Type | Labels | Meaning |",
+        "|---|---|---|---|",
+        "| `ray_serve_deployment_replica_healthy` | gauge | `application`, `deployment` | Healthy replicas"
+        " (from the Serve controller) |",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(metrics_doc(), end="")
