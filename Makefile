@@ -9,6 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v g++ >/dev/null || (echo "installing g++ (DeepSpeed JIT-builds a small op)" && apt-get update -qq && apt-get install -y -qq g++)
+	@command -v promtool >/dev/null || (echo "installing prometheus (the observability tests run a real one)" && apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build for development machines; a GPU cluster installs its own CUDA torch.
