@@ -63,7 +63,9 @@ def student_config(cfg: MoatforgeConfig, teacher_dir: str, overrides: list[str] 
     return MoatforgeConfig.model_validate(apply_overrides(data, list(overrides or [])))
 
 
-def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
+def run_quickstart(
+    cfg: MoatforgeConfig | None = None, printer=print, student_overrides: list[str] | None = None
+) -> dict:
     from transformers.utils import logging as hf_logging
 
     from moatforge.distill.run import run_distill
@@ -96,7 +98,7 @@ def run_quickstart(cfg: MoatforgeConfig | None = None, printer=print) -> dict:
     stage("evaluating the fine-tuned teacher")
     results["teacher"] = _evaluate("teacher", summary["final_model"], eval_rows, printer)
 
-    scfg = student_config(cfg, summary["final_model"])
+    scfg = student_config(cfg, summary["final_model"], student_overrides)
     stage(f"student: distilling {scfg.distill.student} of the teacher ({scfg.train.max_steps} steps)")
     student_summary = run_distill(scfg, printer=printer)
     results["distill_summary"] = student_summary
