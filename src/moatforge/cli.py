@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--predictions", help="JSONL of assistant outputs, one per eval row: score them instead of generating"
     )
+    rep = verbs.add_parser("report", help="Markdown report with plots of a run directory or the quickstart folder")
+    rep.add_argument("run_dir", help="<run.storage_path>/<run.name>, or <run.storage_path>/quickstart")
     return parser
 
 
@@ -108,6 +110,11 @@ def _dispatch(args) -> int:
             predictions=args.predictions,
         )
         print(result)
+        return 0
+    if args.verb == "report":
+        from moatforge.report import write_report
+
+        print(f"[report] {write_report(args.run_dir)}")
         return 0
     if args.verb == "serve":
         from moatforge.serve.run import load_serve_config, run_serve
