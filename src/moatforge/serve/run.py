@@ -95,10 +95,22 @@ def deploy(cfg: MoatforgeConfig, printer=print) -> str:
     app = build_app(s.model_dump(mode="json"))
     t0 = time.time()
     serve.run(app, name=s.app_name, route_prefix=s.route_prefix)
-    prefix = s.route_prefix.rstrip("/")
-    url = f"http://{s.host}:{s.port}{prefix}/v1"
+    host, port = _proxy_address(s.host, s.port)
+    url = f"http://{host}:{port}{s.route_prefix.rstrip('/')}/v1"
     printer(f"[serve] {s.model_name or s.model} ready in {time.time() - t0:.0f}s at {url}")
     return url
+
+
+def _proxy_address(host: str, port: int) -> tuple[str, int]:
+    """Where the HTTP proxy really listens: Serve keeps the first ``http_options`` if it was already running."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        config = _get_global_client().http_config
+        host, port = config.host, config.port
+    except Exception:  # a private API; the configured address is the right answer whenever Serve started here
+        pass
+    return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
 
 
 def run_serve(cfg: MoatforgeConfig, printer=print) -> int:
