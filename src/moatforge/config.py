@@ -184,6 +184,10 @@ class ServeArgs(_Args):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     torch_threads: int | None = Field(None, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    # Replica cost metrics: USD/hour overrides of the price table (as cost.prices) and the price key of a GPU
+    # replica's accelerator (detected from the device when unset).
+    prices: dict[str, float] = Field(default_factory=dict)
+    accelerator: str | None = None
     ingress: ServeIngressArgs = Field(default_factory=ServeIngressArgs)
     engine: ServeEngineArgs = Field(default_factory=ServeEngineArgs)
 

@@ -37,6 +37,9 @@ def ray_cluster(s3_endpoint):
     import ray
 
     # More logical CPUs than cores: Train workers, Ray Data actors and the split coordinator must co-exist.
-    ray.init(num_cpus=6, include_dashboard=False, configure_logging=False, log_to_driver=True)
+    # test_prometheus scrapes this cluster: the dashboard process is what writes Prometheus' service-discovery
+    # file, and a 1 s metrics report interval (Ray's default is 10 s) lets a short run show up in 1 s scrapes.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    ray.init(num_cpus=6, include_dashboard=True, configure_logging=False, log_to_driver=True)
     yield ray
     ray.shutdown()

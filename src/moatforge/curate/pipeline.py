@@ -380,6 +380,9 @@ def run_curate(cfg: MoatforgeConfig, printer=print) -> dict:
             )
         _write_outputs(ds, cur.output, manifest)
     printer(format_summary(manifest))
+    from moatforge.metrics import record_curate
+
+    record_curate(manifest, cfg.run.name)  # Prometheus, through this driver's Ray metrics export
     return manifest
 
 

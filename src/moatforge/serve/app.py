@@ -16,6 +16,7 @@ OpenAI's error shape) instead of letting latency grow without bound.
 # No `from __future__ import annotations`: FastAPI must see real types (Request) on the route methods.
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -78,6 +79,8 @@ class _LLMServerBase:
             max_waiting=max(cfg.engine.max_ongoing_requests, cfg.max_batch_size),
             max_context=cfg.max_context,
         )
+        self.recorder = _replica_recorder(cfg, ENGINE_NAME, cfg.engine)
+        self.engine.on_batch = self.recorder.batch
         logger.info("LLMServer ready: %s on %s (%s), adapters %s", model_dir, device, dtype, list(self.adapter_paths))
 
     async def _load_adapter(self, name: str):
@@ -117,6 +120,8 @@ class _LLMServerBase:
                 stream=payload.get("stream", False),
             )
             async for event in self.engine.generate(request):
+                if event["type"] == "done":
+                    self.recorder.finished(event["prompt_tokens"], event["completion_tokens"], event.get("ttft_s"))
                 yield event
         finally:
             if adapter:
@@ -133,6 +138,9 @@ class _LLMServerBase:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.close()
 
 
 class _AdapterLease:
@@ -230,6 +238,45 @@ def _map_engine_error(exc: BaseException) -> APIError:
     return APIError(500, f"generation failed: {type(exc).__name__}", type_="server_error")
 
 
+def _replica_recorder(cfg: ServeArgs, deployment: str, d):
+    """This replica's metrics (moatforge.metrics.SERVE_METRICS), billed for its CPUs and accelerators."""
+    from moatforge.metrics import ServeRecorder, detect_accelerator, prices_with_defaults, serve_cost_per_hour
+
+    accelerator = cfg.accelerator or (detect_accelerator(True) if d.num_gpus else "cpu_core")
+    per_hour = serve_cost_per_hour(d.num_cpus, d.num_gpus, accelerator, prices_with_defaults(cfg.prices))
+    return ServeRecorder(deployment, cfg.model_name or cfg.model, per_hour)
+
+
+def _recorded(route):
+    """Count a route's responses by status code and time each to its last byte (a stream's included)."""
+
+    @functools.wraps(route)
+    async def wrapper(self, request: Request):
+        t0 = time.perf_counter()
+        try:
+            response = await route(self, request)
+        except Exception:
+            self.recorder.request(500, time.perf_counter() - t0)
+            raise
+        code = getattr(response, "status_code", 200)
+        if not isinstance(response, StreamingResponse):
+            self.recorder.request(code, time.perf_counter() - t0)
+            return response
+        body = response.body_iterator
+
+        async def timed():
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                self.recorder.request(code, time.perf_counter() - t0)
+
+        response.body_iterator = timed()
+        return response
+
+    return wrapper
+
+
 api = FastAPI(title="moatforge OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -273,6 +320,7 @@ class OpenAIIngress:
         self.served_name = cfg.model_name or cfg.model
         self.base_names = {self.served_name, cfg.model}
         self.created = int(time.time())
+        self.recorder = _replica_recorder(cfg, INGRESS_NAME, cfg.ingress)
 
     # ------------------------------------------------------------------ routes
 
@@ -304,6 +352,7 @@ class OpenAIIngress:
         return oa.model_card(adapter or self.served_name, "moatforge", self.created, parent=parent)
 
     @api.post("/v1/chat/completions")
+    @_recorded
     async def chat_completions(self, request: Request):
         try:
             if err := self._auth(request):
@@ -314,6 +363,7 @@ class OpenAIIngress:
             return _error_response(exc)
 
     @api.post("/v1/completions")
+    @_recorded
     async def completions(self, request: Request):
         try:
             if err := self._auth(request):

@@ -71,6 +71,7 @@ class _Sequence:
     generated: int = 0
     finish_reason: str | None = None
     cancelled: bool = False
+    first_token_s: float | None = None  # arrival to first generated token (metrics)
 
     def send(self, event: dict) -> None:
         try:
@@ -112,6 +113,7 @@ class BatchEngine:
         self._adapters_to_drop: set[str] = set()
         self._commands: deque = deque()
         self.stats = {"steps": 0, "max_batch": 0, "prefills": 0, "generated_tokens": 0}
+        self.on_batch = None  # called with the running batch's size at every decode step (metrics)
         self._thread = threading.Thread(target=self._run, name="moatforge-batch-engine", daemon=True)
         self._thread.start()
 
@@ -329,6 +331,8 @@ class BatchEngine:
         b.last = tokens
         self.stats["steps"] += 1
         self.stats["max_batch"] = max(self.stats["max_batch"], len(self._active))
+        if self.on_batch is not None:
+            self.on_batch(len(self._active))
         self._emit(self._active, tokens.tolist())
 
     def _sample(self, logits, seqs: list[_Sequence]):
@@ -357,6 +361,8 @@ class BatchEngine:
                 continue
             p = seq.request.params
             seq.generated += 1
+            if seq.generated == 1:
+                seq.first_token_s = time.perf_counter() - seq.arrived
             self.stats["generated_tokens"] += 1
             if token in p.stop_token_ids:
                 seq.finish_reason = "stop"
@@ -382,6 +388,7 @@ class BatchEngine:
                         "finish_reason": seq.finish_reason,
                         "prompt_tokens": len(seq.request.prompt_ids),
                         "completion_tokens": seq.generated,
+                        "ttft_s": seq.first_token_s,
                     }
                 )
 
