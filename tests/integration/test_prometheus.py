@@ -40,6 +40,7 @@ PROM_DIR = ROOT / "cluster" / "prometheus"
 GRAFANA_DIR = ROOT / "cluster" / "grafana"
 CPU_PRICE = 3.6  # USD per core-hour in the training run: $0.001 per core-second, far from the default
 KEY = "sk-prom-" + "0" * 16
+SERVED = '{model="tiny-prom"}'  # other modules of the session may serve their own models
 GRAFANA_VARS = {"$__rate_interval": "15s", "$run": ".*", "$deployment": ".*", "$model": ".*"}
 
 
@@ -84,6 +85,11 @@ class Prom:
         return [
             float(v) for series in self.range(expr, start, end) for _, v in series["values"] if math.isfinite(float(v))
         ]
+
+    def last(self, expr: str, start: float, end: float) -> float:
+        """The latest finite sample of a single-series expression over a window."""
+        (series,) = self.range(expr, start, end)
+        return [float(v) for _, v in series["values"] if math.isfinite(float(v))][-1]
 
     def label_values(self, label: str, metric: str) -> list[str]:
         return self._get(f"/api/v1/label/{label}/values", **{"match[]": metric})
@@ -243,7 +249,7 @@ def workload(ray_cluster, prometheus, tiny_model_dir, tmp_path_factory):
     assert traffic["codes"].count(200) == 7 and 401 in traffic["codes"] and 400 in traffic["codes"]
     # Ray exports every second and Prometheus scrapes every second: wait until the last requests are in.
     _wait(
-        lambda: prometheus.value("sum(ray_moatforge_serve_requests_total)") == len(traffic["codes"]),
+        lambda: prometheus.value(f"sum(ray_moatforge_serve_requests_total{SERVED})") == len(traffic["codes"]),
         30,
         "the serve request counters",
     )
@@ -352,7 +358,7 @@ def test_training_cost_in_prometheus_matches_the_price_table(prometheus, workloa
     assert prometheus.value(f"sum(ray_moatforge_train_steps_total{run})") == 6
     tokens = prometheus.value(f"sum(ray_moatforge_train_tokens_total{run})")
     assert tokens == sum(m["tokens"] for m in w["metrics"])
-    per_1m = max(prometheus.finite(f"max(ray_moatforge_train_usd_per_1m_tokens{run})", w["start"], w["end"]))
+    per_1m = prometheus.last(f"max(ray_moatforge_train_usd_per_1m_tokens{run})", w["start"], w["end"])
     assert per_1m == pytest.approx(cost / tokens * 1e6, rel=1e-6)
     budget = max(prometheus.finite(f"max(ray_moatforge_train_budget_usd{run})", w["start"], w["end"]))
     assert budget == 50
@@ -362,23 +368,23 @@ def test_serving_cost_in_prometheus_matches_the_price_table(prometheus, workload
     w = workload
     per_hour = {
         r["metric"]["deployment"]: float(r["value"][1])
-        for r in prometheus.instant("sum by (deployment) (ray_moatforge_serve_replica_cost_usd_per_hour)")
+        for r in prometheus.instant(f"sum by (deployment) (ray_moatforge_serve_replica_cost_usd_per_hour{SERVED})")
     }
     price = DEFAULT_PRICES["cpu_core"]
     assert per_hour == pytest.approx({"LLMServer": 1 * price, "OpenAIIngress": 0.5 * price})
-    accrued = prometheus.value("sum(ray_moatforge_serve_cost_usd_total)")
+    accrued = prometheus.value(f"sum(ray_moatforge_serve_cost_usd_total{SERVED})")
     now = time.time()
     # Accrued per second while the replicas are up: between (since ready) and (since the deploy call).
     total_rate = sum(per_hour.values()) / 3600
     assert total_rate * (w["end"] - w["deployed"] - 3) <= accrued <= total_rate * (now - w["deploy_start"])
-    generated = prometheus.value("sum(ray_moatforge_serve_generated_tokens_total)")
+    generated = prometheus.value(f"sum(ray_moatforge_serve_generated_tokens_total{SERVED})")
     assert 7 <= generated <= 7 * 12
-    engine_cost = prometheus.value('sum(ray_moatforge_serve_cost_usd_total{deployment="LLMServer"})')
-    gauge = prometheus.value("max(ray_moatforge_serve_usd_per_1m_generated_tokens)")
+    engine_cost = prometheus.value('sum(ray_moatforge_serve_cost_usd_total{model="tiny-prom", deployment="LLMServer"})')
+    gauge = prometheus.value(f"max(ray_moatforge_serve_usd_per_1m_generated_tokens{SERVED})")
     assert gauge == pytest.approx(engine_cost / generated * 1e6, rel=0.2)
     codes = {
         r["metric"]["code"]: float(r["value"][1])
-        for r in prometheus.instant("sum by (code) (ray_moatforge_serve_requests_total)")
+        for r in prometheus.instant(f"sum by (code) (ray_moatforge_serve_requests_total{SERVED})")
     }
     assert codes == {"200": 7, "401": 1, "400": 1}
 
