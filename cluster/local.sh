@@ -97,6 +97,9 @@ up() {
   STARTING=1
   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
   unset RAY_AUTH_TOKEN RAY_ADDRESS
+  # Job entrypoints (`python jobs/...`) run in the nodes' environment: make `python` the one Ray runs on,
+  # as on a real cluster's image.
+  export PATH="$(dirname "$RAY"):$PATH"
   local common=(--object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) --num-gpus=0)
   # Each node's dashboard agent listens on its own port: several nodes share this machine's interfaces.
   start_node head --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
