@@ -9,6 +9,7 @@ output, which is what adapter selection needs to show; their expected outputs co
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import time
@@ -135,7 +136,9 @@ def server(ray_cluster, models):
     serve.run(app, name=APP, route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
     yield base_url
-    serve.delete(APP)
+    # The demo-helper test may already have shut Serve down; either way nothing is left for later modules.
+    with contextlib.suppress(Exception):
+        serve.delete(APP)
     serve.shutdown()
 
 
@@ -364,3 +367,18 @@ def test_overload_is_rejected_quickly_and_then_recovers(server, client):
     assert rejected, "beyond max_ongoing + max_queued requests must be refused"
     assert min(rejected) < 5.0
     assert _chat(client).choices[0].finish_reason == "stop"
+
+
+def test_demo_helper_deploys_queries_and_shuts_down(server, models):
+    """Last in the module: the helper shuts Serve down when it is done, as the demo's final stage does."""
+    from ray import serve
+
+    from moatforge.serve.demo import serve_and_query
+
+    serve.delete(APP)  # the demo app takes route prefix "/" too
+    lines: list[str] = []
+    answers = serve_and_query(str(models["base"]), ["what time is it?"], printer=lines.append, max_tokens=16)
+    assert answers[0]["tool_calls"] == [{"name": "now", "arguments": "{}"}]
+    assert answers[0]["finish_reason"] == "tool_calls"
+    assert any("tool call now" in line for line in lines) and lines[-1].endswith("shut down")
+    assert "moatforge-demo" not in serve.status().applications
