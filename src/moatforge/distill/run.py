@@ -114,9 +114,10 @@ def _important_layers(teacher_dir: Path, layers: int, cfg: MoatforgeConfig) -> l
 
 
 def offline_teacher_pass(
-    dataset, run_dir: str, *, cfg: MoatforgeConfig, teacher_dir: str, vocab_size: int, pad_id: int, printer
+    dataset, run_dir: str, rows: int, *, cfg: MoatforgeConfig, teacher_dir: str, vocab_size: int, pad_id: int, printer
 ):
-    """Run the teacher over the prepared rows once and keep its top-k as Parquet; reuse it on a re-run."""
+    """Run the teacher over the first ``rows`` prepared rows (those the student's steps consume) once, and keep
+    its top-k as Parquet; a re-run of the same run reuses it."""
     import time
 
     import ray.data
@@ -130,7 +131,7 @@ def offline_teacher_pass(
         "top_k": args.top_k,
         "temperature": args.temperature,
         "data": cfg.data.model_dump(mode="json"),
-        "rows": dataset.count(),
+        "rows": rows,
     }
     previous = storage.read_text(storage.join(out, _META))
     if previous and json.loads(previous) == meta:
@@ -143,7 +144,7 @@ def offline_teacher_pass(
     local = not storage.is_uri(out)
     work = f"{out}.tmp-{uuid.uuid4().hex[:8]}" if local else out
     # A materialized split may be one block; split it so every actor of the pool gets work.
-    dataset.repartition(cfg.cluster.num_workers * 4).map_batches(
+    dataset.limit(rows).repartition(cfg.cluster.num_workers * 4).map_batches(
         TeacherScorer,
         fn_constructor_args=(teacher_dir, args.top_k, args.temperature, vocab_size, pad_id, cfg.cluster.use_gpu),
         batch_size=args.teacher_batch_size,

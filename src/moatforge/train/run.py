@@ -137,7 +137,9 @@ def run_training(
         )
     steps = total_steps(cfg.train, train_data.rows // workers)
     if transform_train is not None:
-        datasets["train"] = transform_train(train_data.dataset, run_dir)
+        # Only the rows the steps will consume: a short run over a big set must not pay for all of it.
+        consumed = steps * cfg.train.micro_batch_size * cfg.train.grad_accum * workers
+        datasets["train"] = transform_train(train_data.dataset, run_dir, min(train_data.rows, consumed))
     printer(
         f"[train] {train_data.rows} training rows ({_skipped(train_data.counts)}), {train_data.tokens} tokens; "
         f"{steps} steps on {workers} workers, ZeRO-{cfg.train.zero_stage}, "
