@@ -141,16 +141,27 @@ def offline_teacher_pass(
     printer(
         f"[distill] teacher pass: top-{args.top_k} log-probs of {meta['rows']} rows on {cfg.cluster.num_workers} actors"
     )
+    threads = max(1, int(cfg.cluster.cpus_per_worker))
     local = not storage.is_uri(out)
     work = f"{out}.tmp-{uuid.uuid4().hex[:8]}" if local else out
     # A materialized split may be one block; split it so every actor of the pool gets work.
     dataset.limit(rows).repartition(cfg.cluster.num_workers * 4).map_batches(
         TeacherScorer,
-        fn_constructor_args=(teacher_dir, args.top_k, args.temperature, vocab_size, pad_id, cfg.cluster.use_gpu),
+        fn_constructor_args=(
+            teacher_dir,
+            args.top_k,
+            args.temperature,
+            vocab_size,
+            pad_id,
+            cfg.cluster.use_gpu,
+            threads,
+        ),
         batch_size=args.teacher_batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.cluster.num_workers),
-        num_cpus=cfg.cluster.cpus_per_worker,
+        # Half a worker's CPUs per actor: a pool holding every CPU of a small cluster starves the read and
+        # write tasks around it, and the pass never finishes.
+        num_cpus=cfg.cluster.cpus_per_worker / 2,
         num_gpus=1 if cfg.cluster.use_gpu else 0,
     ).write_parquet(storage.join(work, "data"))
     if local:

@@ -29,10 +29,21 @@ def score_batch(teacher, batch: dict, device, top_k: int, temperature: float, vo
 class TeacherScorer:
     """Ray Data callable class: loads the teacher once per actor, then adds its top-k columns to row batches."""
 
-    def __init__(self, teacher_dir: str, top_k: int, temperature: float, vocab_size: int, pad_id: int, use_gpu: bool):
+    def __init__(
+        self,
+        teacher_dir: str,
+        top_k: int,
+        temperature: float,
+        vocab_size: int,
+        pad_id: int,
+        use_gpu: bool,
+        threads: int = 1,
+    ):
         import torch
 
         from moatforge.models import load_model
+
+        torch.set_num_threads(threads)  # Ray sizes OMP threads from the actor's (fractional) CPU request
 
         self.device = torch.device("cuda" if use_gpu else "cpu")
         dtype = torch.bfloat16 if use_gpu else torch.float32
