@@ -12,7 +12,7 @@
 #
 # Settings (environment): MOATFORGE_LOCAL_CLUSTER_DIR (state: token, pids, logs; /tmp/moatforge-local-cluster),
 # MOATFORGE_LOCAL_WORKERS (2), MOATFORGE_LOCAL_HEAD_CPUS (0: the head schedules no work, as on a real cluster), MOATFORGE_LOCAL_WORKER_CPUS (2),
-# MOATFORGE_LOCAL_GCS_PORT (6390), MOATFORGE_LOCAL_DASHBOARD_PORT (8275), MOATFORGE_LOCAL_OBJECT_STORE_MB (256),
+# MOATFORGE_LOCAL_RAY_TMP (Ray's session root; /tmp/mfray-<GCS port>), MOATFORGE_LOCAL_GCS_PORT (6390), MOATFORGE_LOCAL_DASHBOARD_PORT (8275), MOATFORGE_LOCAL_OBJECT_STORE_MB (256),
 # RAY (the ray executable; default .venv/bin/ray, else ray on PATH).
 #
 # Ports differ from Ray's defaults so the cluster can live beside a `ray.init()` on the same machine, and `down`
@@ -31,6 +31,8 @@ WORKER_CPUS="${MOATFORGE_LOCAL_WORKER_CPUS:-2}"
 GCS_PORT="${MOATFORGE_LOCAL_GCS_PORT:-6390}"
 DASHBOARD_PORT="${MOATFORGE_LOCAL_DASHBOARD_PORT:-8275}"
 OBJECT_STORE_MB="${MOATFORGE_LOCAL_OBJECT_STORE_MB:-256}"
+# Ray's session directory holds unix sockets, whose paths may not exceed 107 bytes: keep its root short.
+RAY_TMP="${MOATFORGE_LOCAL_RAY_TMP:-/tmp/mfray-$GCS_PORT}"
 if [[ -z "${RAY:-}" ]]; then
   if [[ -x "$ROOT/.venv/bin/ray" ]]; then RAY="$ROOT/.venv/bin/ray"; else RAY="$(command -v ray || true)"; fi
 fi
@@ -89,7 +91,8 @@ up() {
   if alive "$STATE/pids/head"; then
     die "a cluster is already up (state in $STATE); run '$0 down' first"
   fi
-  rm -rf "$STATE"
+  ((${#RAY_TMP} <= 40)) || die "MOATFORGE_LOCAL_RAY_TMP=$RAY_TMP is too long for Ray's socket paths (40 bytes at most)"
+  rm -rf "$STATE" "$RAY_TMP"
   mkdir -p "$STATE/pids" "$STATE/logs"
   chmod 700 "$STATE"
   (umask 077 && "$PY" -c "import secrets; print(secrets.token_hex(32))" >"$STATE/auth_token")
@@ -105,7 +108,7 @@ up() {
   start_node head --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --include-dashboard=true \
     --dashboard-agent-listen-port=$((DASHBOARD_PORT + 100)) --ray-client-server-port=$((GCS_PORT + 100)) \
-    --num-cpus="$HEAD_CPUS" --temp-dir="$STATE/ray" "${common[@]}"
+    --num-cpus="$HEAD_CPUS" --temp-dir="$RAY_TMP" "${common[@]}"
   local i deadline
   deadline=$((SECONDS + 90))
   until [[ "$(count_nodes)" -ge 1 ]]; do
@@ -118,7 +121,7 @@ up() {
   for ((i = 1; i <= WORKERS; i++)); do
     start_node "worker$i" --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
       --dashboard-agent-listen-port=$((DASHBOARD_PORT + 100 + i)) --num-cpus="$WORKER_CPUS" \
-      --temp-dir="$STATE/ray" "${common[@]}"
+      --temp-dir="$RAY_TMP" "${common[@]}"
     deadline=$((SECONDS + 90))
     until [[ "$(count_nodes)" -ge $((i + 1)) ]]; do
       alive "$STATE/pids/worker$i" || { tail -n 40 "$STATE/logs/worker$i.log" >&2; die "worker$i exited (log: $STATE/logs/worker$i.log)"; }
@@ -151,7 +154,7 @@ down() {
     if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
     rm -f "$STATE/pids/$name"
   done
-  echo "local.sh: cluster down (logs kept in $STATE/logs)"
+  echo "local.sh: cluster down (logs kept in $STATE/logs and $RAY_TMP/session_latest/logs)"
 }
 
 status() {

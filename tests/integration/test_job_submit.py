@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,11 +34,14 @@ def _sh(args, env, timeout, check=True):
 
 
 @pytest.fixture
-def local_cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster")
+def local_cluster():
+    # Short paths: Ray puts unix sockets (107-byte limit) under its session directory.
+    state = Path(tempfile.mkdtemp(prefix="mf-cluster-", dir="/tmp"))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="mfray-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         MOATFORGE_LOCAL_CLUSTER_DIR=str(state),
+        MOATFORGE_LOCAL_RAY_TMP=str(ray_tmp),
         MOATFORGE_LOCAL_WORKERS="2",
         MOATFORGE_LOCAL_HEAD_CPUS="0",
         MOATFORGE_LOCAL_WORKER_CPUS="3",
@@ -52,6 +57,8 @@ def local_cluster(tmp_path_factory):
         _sh(["bash", "cluster/local.sh", "down"], env, timeout=120, check=False)
         pgids = [int(p.read_text()) for p in (state / "pids").glob("*")] if (state / "pids").exists() else []
         assert not pgids, f"local.sh down left process groups recorded: {pgids}"
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _no_processes_left(state: Path) -> list[str]:
@@ -131,3 +138,4 @@ def test_submit_finetune_to_local_multinode_cluster(local_cluster, tmp_path, tin
 
     _sh(["bash", "cluster/local.sh", "down"], env, timeout=120)
     assert not _no_processes_left(state), _no_processes_left(state)
+    assert not _no_processes_left(Path(env["MOATFORGE_LOCAL_RAY_TMP"]))
