@@ -136,7 +136,7 @@ def offline_teacher_pass(
     previous = storage.read_text(storage.join(out, _META))
     if previous and json.loads(previous) == meta:
         printer(f"[distill] reusing the teacher's top-{args.top_k} outputs in {out}")
-        return ray.data.read_parquet(storage.join(out, "data"))
+        return _load_outputs(out)
     t0 = time.time()
     printer(
         f"[distill] teacher pass: top-{args.top_k} log-probs of {meta['rows']} rows on {cfg.cluster.num_workers} actors"
@@ -170,7 +170,18 @@ def offline_teacher_pass(
         os.replace(work, out)
     storage.write_text(storage.join(out, _META), json.dumps(meta, indent=2) + "\n")  # last: marks it complete
     printer(f"[distill] teacher pass done in {time.time() - t0:.0f}s -> {out}")
-    return ray.data.read_parquet(storage.join(out, "data"))
+    return _load_outputs(out)
+
+
+def _load_outputs(out: str):
+    """The stored teacher outputs, read into Ray's object store (spilled to disk when large) before training.
+
+    Train workers hold every CPU of a small cluster, so a lazy Parquet read would find no CPU for its tasks
+    and the first step would wait forever; the workers still stream their shards from the object store.
+    """
+    import ray.data
+
+    return ray.data.read_parquet(storage.join(out, "data")).materialize()
 
 
 def run_distill(cfg: MoatforgeConfig, printer=print) -> dict:
