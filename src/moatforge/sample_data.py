@@ -19,7 +19,16 @@ import tempfile
 import zlib
 from collections.abc import Callable
 
-__all__ = ["KINDS", "TOOLS", "generate", "write_sample_data"]
+__all__ = [
+    "DIRT_KINDS",
+    "KINDS",
+    "TOOLS",
+    "generate",
+    "generate_dirty",
+    "junk_expected_step",
+    "write_dirty_sample_data",
+    "write_sample_data",
+]
 
 _Rng = random.Random
 
@@ -877,4 +886,151 @@ def write_sample_data(
     paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
     _write_jsonl(paths["train"], train)
     _write_jsonl(paths["eval"], eval_rows)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# The dirty export: what a real chat/tool-call log dump looks like before curation. Additive to
+# generate(): the clean rows are generate()'s train rows (a few with PII pasted into them), and the
+# dirt is planted around them with a label per row, so a test can check that curation removes it.
+# ---------------------------------------------------------------------------------------------
+
+DIRT_KINDS = ("exact_dup", "near_dup", "junk", "leaked_eval")
+
+_PII_LINES = [
+    "Reach me at {first}.{last}@{company}.example.com or +1 415-555-01{n:02d}.",
+    "You can also call {first} on +44 20 7946 0{n:03d} or write to {first}{n}@{company}-mail.example.org.",
+    "Customer contact: {first}.{last}@{company}.example.com, card on file 4111 1111 1111 1111.",
+]
+_NEAR_SUFFIXES = ["!!", " ??", " ...", "!?"]
+
+
+def _junk_rows() -> list[tuple[object, str]]:
+    """Each junk row with the curate step expected to drop it; a ``str`` is a raw line, not a JSON object."""
+    tool = _TOOLS_BY_NAME["get_order_status"]
+    call = {"id": "call_0", "type": "function", "function": {"name": "get_order_status", "arguments": "{order_id:"}}
+    return [
+        ({"messages": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "\u200b\u200b"}]}, "normalize"),
+        ({"messages": [{"role": "assistant", "content": "Hello, how can I help?"}, {"role": "user", "content": "hi"}]}, "chat_validate"),
+        ({"messages": [{"role": "user", "content": "Check order ORD-55555 please."}, {"role": "assistant", "content": None, "tool_calls": [call]}], "tools": [tool]}, "chat_validate"),
+        ({"messages": [{"role": "user", "content": "Delete every order from last year."}, {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "drop_database", "arguments": "{}"}}]}], "tools": [tool]}, "chat_validate"),
+        ({"messages": [{"role": "user", "content": "Are you there? Hello??"}]}, "chat_validate"),
+        ({"text": "N/A"}, "quality"),
+        ({"text": "#### EXPORT PAGE 3 OF 17 #### #### #### ####"}, "quality"),
+        ({"ticket_id": "TCK-0000", "status": "closed"}, "read"),
+        ('{"messages": [{"role": "user", "content": "Refund ORD-4', "read"),
+    ]  # fmt: skip
+
+
+def generate_dirty(
+    seed: int = 0, n_train: int = 400, n_eval: int = 60, dirt: float = 0.25
+) -> tuple[list[object], list[dict], dict]:
+    """(export rows, eval rows, truth): ``generate()``'s data plus the dirt of a real export.
+
+    About ``dirt`` x ``n_train`` rows are planted around the clean train rows: exact copies of clean rows
+    (some with different export metadata), near copies (the same conversation re-exported with different
+    punctuation and casing, which an exact hash misses), junk (empty and malformed conversations, tool
+    calls to undeclared tools or with broken JSON arguments, text fragments, rows without content and a
+    truncated line, which is a ``str`` in the list), and eval rows leaked into train. About one clean row in
+    ten also gets an e-mail address, phone number or card number pasted into its user message: such rows
+    are labelled ``clean_pii`` and should be kept, redacted. ``truth["labels"]`` has one label per export row
+    (``clean``, ``clean_pii`` or one of ``DIRT_KINDS``) and ``truth["copy_of"]`` maps the position of each
+    exact or near copy to the position of the clean row it copies. Every dict row carries ``export_row`` (its
+    position), which curation keeps in ``meta``.
+
+    The clean rows themselves contain natural repeats (the same small-talk question asked twice), which
+    dedup removes too; the eval rows are exactly ``generate()``'s.
+    """
+    clean, eval_rows = generate(seed=seed, n_train=n_train, n_eval=n_eval)
+    rng = random.Random(seed + 7919)
+    rows: list[object] = []
+    labels: list[str] = []
+    sources: list[int | None] = []
+    for row in clean:
+        label = "clean"
+        if row["kind"] in ("extract", "single") and rng.random() < 0.2:
+            row = copy.deepcopy(row)
+            user = next(m for m in row["messages"] if m["role"] == "user")
+            first, last = rng.choice(_PEOPLE["train"]).lower().split()
+            company = rng.choice(_COMPANIES["train"]).split()[0].lower()
+            line = rng.choice(_PII_LINES).format(first=first, last=last, company=company, n=rng.randint(0, 99))
+            user["content"] = f"{user['content']}\n{line}"
+            label = "clean_pii"
+        rows.append(row)
+        labels.append(label)
+        sources.append(None)
+
+    n_dirt = round(dirt * n_train)
+    n_exact, n_near, n_leak = round(n_dirt * 0.4), round(n_dirt * 0.3), max(1, round(n_dirt * 0.1))
+    junk = _junk_rows()
+    planted: list[tuple[object, str, int | None]] = []
+    for i in range(n_exact):
+        k = rng.randrange(n_train)
+        source = copy.deepcopy(rows[k])
+        if i % 2:
+            source["exported_at"] = f"2025-0{1 + i % 9}-1{i % 10}T08:00:00Z"
+        planted.append((source, "exact_dup", k))
+    long_rows = [k for k in range(n_train) if rows[k]["kind"] in ("extract", "two_step")]
+    for _ in range(n_near):
+        k = rng.choice(long_rows)
+        source = copy.deepcopy(rows[k])
+        user = next(m for m in source["messages"] if m["role"] == "user")
+        text = user["content"].rstrip(".?!")
+        user["content"] = (text[:1].swapcase() + text[1:]) + rng.choice(_NEAR_SUFFIXES)
+        planted.append((source, "near_dup", k))
+    # Leak real test questions: a four-word "thanks, bye" exchange is too short for any n-gram check to call it
+    # a leak (decontamination skips eval texts under five words, which would otherwise flag half a corpus).
+    questions = [
+        r for r in eval_rows if len(next(m for m in r["messages"] if m["role"] == "user")["content"].split()) >= 8
+    ]
+    for row in rng.sample(questions, min(n_leak, len(questions))):
+        planted.append((copy.deepcopy(row), "leaked_eval", None))
+    for i in range(max(len(junk), n_dirt - n_exact - n_near - n_leak)):
+        planted.append((copy.deepcopy(junk[i % len(junk)][0]), "junk", None))
+    rows_and_truth = list(zip(rows, labels, sources, strict=True))
+    for item in planted:  # scatter the dirt through the export
+        rows_and_truth.insert(rng.randint(0, len(rows_and_truth)), item)
+    ids = {id(row): i for i, (row, _, _) in enumerate(rows_and_truth)}
+    export: list[object] = []
+    truth: dict = {"labels": [], "copy_of": {}}
+    for i, (row, label, source) in enumerate(rows_and_truth):
+        if isinstance(row, dict):
+            row["export_row"] = i
+        if source is not None:
+            truth["copy_of"][i] = ids[id(rows[source])]
+        export.append(row)
+        truth["labels"].append(label)
+    return export, eval_rows, truth
+
+
+def junk_expected_step(row: object) -> str:
+    """The curate step expected to drop a junk row from ``generate_dirty``."""
+    for candidate, step in _junk_rows():
+        if isinstance(row, dict) and isinstance(candidate, dict):
+            if {k: v for k, v in row.items() if k != "export_row"} == candidate:
+                return step
+        elif row == candidate:
+            return step
+    raise ValueError("not a planted junk row")
+
+
+def write_dirty_sample_data(
+    out_dir: str | os.PathLike, seed: int = 0, n_train: int = 400, n_eval: int = 60, dirt: float = 0.25
+) -> dict[str, pathlib.Path]:
+    """``raw/export.jsonl`` (the dirty export, to curate), ``eval.jsonl`` and ``raw_truth.json`` (labels)."""
+    out = pathlib.Path(out_dir)
+    (out / "raw").mkdir(parents=True, exist_ok=True)
+    rows, eval_rows, truth = generate_dirty(seed=seed, n_train=n_train, n_eval=n_eval, dirt=dirt)
+    paths = {"raw": out / "raw" / "export.jsonl", "eval": out / "eval.jsonl", "truth": out / "raw_truth.json"}
+    fd, tmp = tempfile.mkstemp(dir=paths["raw"].parent, prefix=".export.jsonl.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n")
+        os.replace(tmp, paths["raw"])
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    _write_jsonl(paths["eval"], eval_rows)
+    paths["truth"].write_text(json.dumps(truth) + "\n", encoding="utf-8")
     return paths

@@ -305,6 +305,11 @@ def _summarize(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def _eval_ngrams(files: list[str], n: int) -> set[str]:
+    """n-grams of the eval rows' user and assistant contents (or text).
+
+    System prompts and tool results are left out: an instruction shared by train and eval by design, or a
+    JSON tool result, is not a leaked test question, and indexing them would drop every row that shares them.
+    """
     texts = []
     for path in files:
         for item in read_file({"path": path}):
@@ -312,10 +317,33 @@ def _eval_ngrams(files: list[str], n: int) -> set[str]:
                 continue
             messages = parse_messages(item["messages"]) if item["messages"] else None
             if messages:
-                texts.extend(m.get("content") for m in messages if isinstance(m.get("content"), str))
+                texts.extend(
+                    m["content"]
+                    for m in messages
+                    if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+                )
             else:
                 texts.append(row_text(item))
     return build_ngram_index(texts, n=n)
+
+
+def demo_steps(eval_files: list[str]) -> list[dict]:
+    """``curate.steps`` for a chat/tool-call export that is decontaminated against ``eval_files``.
+
+    Cheap row filters first (so dedup only sees rows worth keeping), then exact and near dedup, then the
+    13-gram eval overlap check, and PII redaction last so that it rewrites only the rows that are kept.
+    ``quality`` judges text rows only: in a chat export those are fragments and page furniture, while
+    conversations pass through to ``chat_validate``'s structural checks.
+    """
+    return [
+        {"name": "normalize"},
+        {"name": "chat_validate"},
+        {"name": "quality"},
+        {"name": "exact_dedup"},
+        {"name": "near_dedup"},
+        {"name": "decontaminate", "eval_files": [str(f) for f in eval_files]},
+        {"name": "pii"},
+    ]
 
 
 def run_curate(cfg: MoatforgeConfig, printer=print) -> dict:
@@ -427,11 +455,14 @@ def _write_outputs(ds, output: str, manifest: dict) -> None:
 
 
 def format_summary(manifest: dict) -> str:
+    """A few printable lines: rows read/kept/rejected, rejects per step (in pipeline order) and reason, redactions."""
     lines = [
         f"[curate] read {manifest['rows_read']} rows: kept {manifest['rows_kept']}, "
         f"rejected {manifest['rows_rejected']} in {manifest['wall_time_s']:.1f}s"
     ]
-    for step, reasons in sorted(manifest["rejected"].items()):
+    order = ["read"] + [s.get("name") for s in manifest.get("config", {}).get("curate", {}).get("steps", [])]
+    rank = {name: i for i, name in enumerate(order)}
+    for step, reasons in sorted(manifest["rejected"].items(), key=lambda kv: (rank.get(kv[0], len(order)), kv[0])):
         detail = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
         lines.append(f"[curate]   {step:<14} {sum(reasons.values()):>6}  ({detail})")
     if manifest["redactions"]:
