@@ -45,7 +45,7 @@ STUDENT_OVERRIDES = [
     "distill.top_k=16",
     "lora.enabled=false",
     "train.lr=3e-4",
-    "train.max_steps=36",
+    "train.max_steps=24",
 ]
 EVAL_ROWS = 40
 MAX_NEW_TOKENS = 72
