@@ -14,7 +14,7 @@ from moatforge import storage
 from moatforge.config import MoatforgeConfig, apply_overrides, load_config
 from moatforge.evaluate import evaluate_model, load_eval_rows
 from moatforge.models import resolve_model
-from moatforge.sample_data import write_sample_data
+from moatforge.sample_data import write_dirty_sample_data
 
 QUICKSTART_OVERRIDES = [
     "run.name=quickstart-teacher",
@@ -68,25 +68,35 @@ def run_quickstart(
 ) -> dict:
     from transformers.utils import logging as hf_logging
 
+    from moatforge.curate.pipeline import demo_steps, run_curate
     from moatforge.distill.run import run_distill
+    from moatforge.report import cost_summary, write_report
     from moatforge.train.run import ensure_ray, run_training
 
     hf_logging.disable_progress_bar()  # per-file weight-loading bars bury the demo's own progress lines
     cfg = cfg or quickstart_config()
     t0 = time.time()
-    stages = iter(range(1, 9))
+    stages = iter(range(1, 10))
 
     def stage(text: str) -> None:
-        printer(f"\n== [{time.time() - t0:6.1f}s] {next(stages)}/8 {text}")
+        printer(f"\n== [{time.time() - t0:6.1f}s] {next(stages)}/9 {text}")
 
     home = storage.join(storage.absolute(cfg.run.storage_path), "quickstart")
-    stage("generating the sample tool-calling data set (train + held-out eval)")
-    paths = write_sample_data(storage.join(home, "data"), seed=cfg.train.seed, n_train=400, n_eval=EVAL_ROWS)
-    cfg.data.train = cfg.data.train or str(paths["train"])
-    cfg.data.eval = cfg.data.eval or str(paths["eval"])
+    stage("generating a dirty tool-calling export (duplicates, PII, junk, leaked eval rows) and a held-out eval set")
+    paths = write_dirty_sample_data(storage.join(home, "data"), seed=cfg.train.seed, n_train=400, n_eval=EVAL_ROWS)
     eval_rows = load_eval_rows(str(paths["eval"]), EVAL_ROWS)
-    printer(f"   train: {paths['train']}\n   eval:  {paths['eval']} ({len(eval_rows)} rows)")
+    printer(f"   export: {paths['raw']}\n   eval:   {paths['eval']} ({len(eval_rows)} rows)")
     ensure_ray(cfg.cluster.address)
+
+    stage("curating the export on Ray Data: dedup, quality, PII redaction, decontamination against the eval set")
+    curated = storage.join(home, "curated")
+    if not cfg.data.train:
+        ccfg = cfg.model_copy(deep=True)
+        ccfg.curate.input, ccfg.curate.output, ccfg.curate.overwrite = str(paths["raw"]), curated, True
+        ccfg.curate.steps = demo_steps([str(paths["eval"])])
+        run_curate(ccfg, printer=printer)
+        cfg.data.train = curated
+    cfg.data.eval = cfg.data.eval or str(paths["eval"])
 
     stage(f"evaluating the base model {cfg.model.name_or_path} on the held-out set")
     results: dict = {}
@@ -111,6 +121,10 @@ def run_quickstart(
     storage.write_text(storage.join(home, "results.json"), json.dumps(results, indent=2) + "\n")
 
     printer("\n" + results_table(results))
+    printer("\n" + cost_summary(results, prices=cfg.cost.prices))
+    report = write_report(home) if not storage.is_uri(home) else None
+    if report is not None:
+        printer(f"report: {report}")
     printer(
         f"\nresults: {storage.join(home, 'results.json')}\nteacher model: {summary['final_model']}"
         f"\nstudent model: {student_summary['final_model']}"

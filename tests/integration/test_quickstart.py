@@ -32,6 +32,10 @@ def test_quickstart_flow_with_a_tiny_model(ray_cluster, tiny_model_dir, tmp_path
     assert on_disk["student"]["model_path"].endswith("quickstart-student/final/model")
     assert len(results["served"]) == 3 and all(a["completion_tokens"] > 0 for a in results["served"])
     assert any("served app shut down" in line for line in lines)
+    manifest = json.loads((tmp_path / "quickstart" / "curated" / "manifest.json").read_text())
+    assert manifest["rows_kept"] < manifest["rows_read"]  # the planted dirt was removed before training
+    assert any(line.startswith("[curate] read") for line in lines)
+    assert any(line.startswith("report: ") for line in lines) and (tmp_path / "quickstart" / "report.md").exists()
     table = results_table(results)
     assert all(name in table for name in ("base", "teacher", "student"))
-    assert [line.split("] ", 1)[1][:3] for line in lines if line.startswith("\n== [")][-1] == "8/8"
+    assert [line.split("] ", 1)[1][:3] for line in lines if line.startswith("\n== [")][-1] == "9/9"
