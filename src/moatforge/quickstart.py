@@ -76,10 +76,10 @@ def run_quickstart(
     hf_logging.disable_progress_bar()  # per-file weight-loading bars bury the demo's own progress lines
     cfg = cfg or quickstart_config()
     t0 = time.time()
-    stages = iter(range(1, 10))
+    stages = iter(range(1, 9))
 
     def stage(text: str) -> None:
-        printer(f"\n== [{time.time() - t0:6.1f}s] {next(stages)}/9 {text}")
+        printer(f"\n== [{time.time() - t0:6.1f}s] {next(stages)}/8 {text}")
 
     home = storage.join(storage.absolute(cfg.run.storage_path), "quickstart")
     stage("generating a dirty tool-calling export (duplicates, PII, junk, leaked eval rows) and a held-out eval set")
