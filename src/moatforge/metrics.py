@@ -382,11 +382,15 @@ class ServeRecorder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.metrics = RayMetrics(SERVE_METRICS, {"deployment": deployment, "model": model}) if enabled else None
-        if self.metrics is not None:
-            self.metrics.set("moatforge_serve_replicas", 1)
-            self.metrics.set("moatforge_serve_replica_cost_usd_per_hour", cost_per_hour)
+        self._set_static_gauges()
         self._thread = threading.Thread(target=self._accrue, name="moatforge-serve-cost", daemon=True)
         self._thread.start()
+
+    def _set_static_gauges(self) -> None:
+        # Re-set on every tick: Ray's exporter drops a gauge series that was set once and never again.
+        if self.metrics is not None:
+            self.metrics.set("moatforge_serve_replicas", 1)
+            self.metrics.set("moatforge_serve_replica_cost_usd_per_hour", self.cost_per_hour)
 
     def _accrue(self) -> None:
         last = time.monotonic()
@@ -400,6 +404,7 @@ class ServeRecorder:
         with self._lock:
             self.cost += usd
             per_1m = usd_per_1m_tokens(self.cost, self.generated)
+        self._set_static_gauges()
         if self.metrics is not None:
             self.metrics.inc("moatforge_serve_cost_usd", usd)
             self.metrics.set("moatforge_serve_usd_per_1m_generated_tokens", per_1m)
