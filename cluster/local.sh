@@ -12,7 +12,7 @@
 #
 # Settings (environment): MOATFORGE_LOCAL_CLUSTER_DIR (state: token, pids, logs; /tmp/moatforge-local-cluster),
 # MOATFORGE_LOCAL_WORKERS (2), MOATFORGE_LOCAL_HEAD_CPUS (0: the head schedules no work, as on a real cluster), MOATFORGE_LOCAL_WORKER_CPUS (2),
-# MOATFORGE_LOCAL_RAY_TMP (Ray's session root; /tmp/mfray-<GCS port>), MOATFORGE_LOCAL_GCS_PORT (6390), MOATFORGE_LOCAL_DASHBOARD_PORT (8275), MOATFORGE_LOCAL_OBJECT_STORE_MB (256),
+# MOATFORGE_LOCAL_RAY_TMP (root of the nodes' Ray temp dirs <root>/h, <root>/w1, ...; /tmp/mfray-<GCS port>), MOATFORGE_LOCAL_GCS_PORT (6390), MOATFORGE_LOCAL_DASHBOARD_PORT (8275), MOATFORGE_LOCAL_OBJECT_STORE_MB (256),
 # RAY (the ray executable; default .venv/bin/ray, else ray on PATH).
 #
 # Ports differ from Ray's defaults so the cluster can live beside a `ray.init()` on the same machine, and `down`
@@ -91,7 +91,7 @@ up() {
   if alive "$STATE/pids/head"; then
     die "a cluster is already up (state in $STATE); run '$0 down' first"
   fi
-  ((${#RAY_TMP} <= 40)) || die "MOATFORGE_LOCAL_RAY_TMP=$RAY_TMP is too long for Ray's socket paths (40 bytes at most)"
+  ((${#RAY_TMP} <= 36)) || die "MOATFORGE_LOCAL_RAY_TMP=$RAY_TMP is too long for Ray's socket paths (36 bytes at most)"
   rm -rf "$STATE" "$RAY_TMP"
   mkdir -p "$STATE/pids" "$STATE/logs"
   chmod 700 "$STATE"
@@ -105,10 +105,13 @@ up() {
   export PATH="$(dirname "$RAY"):$PATH"
   local common=(--object-store-memory=$((OBJECT_STORE_MB * 1024 * 1024)) --num-gpus=0)
   # Each node's dashboard agent listens on its own port: several nodes share this machine's interfaces.
+  # Each node has its own temp root, as separate machines would: nodes of one session under one root share
+  # runtime_resources/, and one node's runtime-env agent re-extracting or deleting an uploaded working_dir
+  # would pull it from under a job running on another (seen: the job's cwd vanished, then `import torch` died).
   start_node head --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --include-dashboard=true \
     --dashboard-agent-listen-port=$((DASHBOARD_PORT + 100)) --ray-client-server-port=$((GCS_PORT + 100)) \
-    --num-cpus="$HEAD_CPUS" --temp-dir="$RAY_TMP" "${common[@]}"
+    --num-cpus="$HEAD_CPUS" --temp-dir="$RAY_TMP/h" "${common[@]}"
   local i deadline
   deadline=$((SECONDS + 90))
   until [[ "$(count_nodes)" -ge 1 ]]; do
@@ -121,7 +124,7 @@ up() {
   for ((i = 1; i <= WORKERS; i++)); do
     start_node "worker$i" --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
       --dashboard-agent-listen-port=$((DASHBOARD_PORT + 100 + i)) --num-cpus="$WORKER_CPUS" \
-      --temp-dir="$RAY_TMP" "${common[@]}"
+      --temp-dir="$RAY_TMP/w$i" "${common[@]}"
     deadline=$((SECONDS + 90))
     until [[ "$(count_nodes)" -ge $((i + 1)) ]]; do
       alive "$STATE/pids/worker$i" || { tail -n 40 "$STATE/logs/worker$i.log" >&2; die "worker$i exited (log: $STATE/logs/worker$i.log)"; }
@@ -154,7 +157,7 @@ down() {
     if group_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
     rm -f "$STATE/pids/$name"
   done
-  echo "local.sh: cluster down (logs kept in $STATE/logs and $RAY_TMP/session_latest/logs)"
+  echo "local.sh: cluster down (logs kept in $STATE/logs and $RAY_TMP/*/session_latest/logs)"
 }
 
 status() {

@@ -75,8 +75,11 @@ def _dispatch(args) -> int:
         return 0
     if args.verb == "curate":
         from moatforge.curate.pipeline import run_curate
+        from moatforge.metrics import wait_for_metrics_export
 
-        run_curate(load_config(args.config, args.overrides))
+        cfg = load_config(args.config, args.overrides)
+        run_curate(cfg)
+        wait_for_metrics_export(cfg.cluster.address)
         return 0
     if args.verb == "distill":
         from moatforge.distill.run import run_distill

@@ -8,6 +8,7 @@ to use in PromQL. Labels are bounded: run, stage, model, deployment — never a 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -460,6 +461,29 @@ def record_curate(manifest: dict, run: str, enabled: bool = True) -> dict[str, f
     for step, seconds in steps.items():
         m.set("moatforge_curate_step_seconds", seconds, step=step)
     return values
+
+
+def metrics_flush_seconds(address: str | None) -> float:
+    """One Ray metrics report tick plus a margin when the cluster outlives this process, else 0."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        return 0.0
+    interval_ms = os.environ.get("RAY_metrics_report_interval_ms", "10000")  # noqa: SIM112 - Ray's own name
+    return int(interval_ms) / 1000 + 1.0
+
+
+def wait_for_metrics_export(address: str | None, printer=print) -> float:
+    """Hold a driver that joined a long-lived cluster until its metrics are exported; returns seconds waited.
+
+    ``ray.util.metrics`` values recorded in a driver reach the node's metrics agent on the driver's next report
+    tick (``RAY_metrics_report_interval_ms``, 10 s by default); a CLI run that exits sooner loses them. A local
+    Ray started by this process dies with it, so there is nothing to wait for then.
+    """
+    seconds = metrics_flush_seconds(address)
+    if not seconds:
+        return 0.0
+    printer(f"[metrics] waiting {seconds:.0f}s for Ray's metrics export of this run")
+    time.sleep(seconds)
+    return seconds
 
 
 def metrics_doc() -> str:

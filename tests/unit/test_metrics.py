@@ -87,3 +87,30 @@ def test_metric_names_are_unique_and_labels_bounded():
         assert set(m.labels) <= allowed, m
         assert m.exported_name.startswith("ray_moatforge_")
         assert m.exported_name.endswith("_total") == (m.kind == "counter")
+
+
+def test_serving_is_priced_by_the_run_price_table_unless_serve_overrides_it():
+    from moatforge.metrics import serve_cost_per_hour
+    from moatforge.serve.run import app_args
+
+    cfg = load_config(None, ["cost.prices.cpu_core=0.5", "cost.prices.H200=9", "cost.accelerator=H200"])
+    args = app_args(cfg)
+    assert args["prices"]["cpu_core"] == 0.5 and args["accelerator"] == "H200"
+    assert serve_cost_per_hour(2, 1, args["accelerator"], args["prices"]) == 2 * 0.5 + 9
+    cfg = load_config(None, ["cost.prices.cpu_core=0.5", "serve.prices.cpu_core=0.25", "serve.accelerator=L4"])
+    args = app_args(cfg)
+    assert args["prices"]["cpu_core"] == 0.25 and args["accelerator"] == "L4"
+    assert args["prices"]["H100"] == DEFAULT_PRICES["H100"]  # the defaults stay under the overrides
+
+
+def test_a_driver_waits_for_one_metrics_export_only_on_a_cluster_that_outlives_it(monkeypatch):
+    from moatforge.metrics import metrics_flush_seconds, wait_for_metrics_export
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert metrics_flush_seconds(None) == 0 and wait_for_metrics_export(None) == 0
+    monkeypatch.setenv("RAY_metrics_report_interval_ms", "200")
+    assert metrics_flush_seconds("10.0.0.1:6379") == pytest.approx(1.2)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # under `ray job submit`
+    lines = []
+    assert wait_for_metrics_export(None, lines.append) == pytest.approx(1.2)
+    assert "metrics export" in lines[0]

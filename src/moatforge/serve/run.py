@@ -84,6 +84,15 @@ def serve_yaml_overrides(data: dict, source: str) -> list[str]:
     return out
 
 
+def app_args(cfg: MoatforgeConfig) -> dict:
+    """``build_app`` arguments: the run's price table (``cost.prices``, ``cost.accelerator``) prices the replicas
+    too, so one table bills training and serving; ``serve.prices``/``serve.accelerator`` override it."""
+    args = cfg.serve.model_dump(mode="json")
+    args["prices"] = {**cfg.cost.prices, **cfg.serve.prices}
+    args["accelerator"] = cfg.serve.accelerator or cfg.cost.accelerator
+    return args
+
+
 def deploy(cfg: MoatforgeConfig, printer=print) -> str:
     """Start Serve's HTTP proxy on ``serve.host:serve.port`` (if not running) and deploy; returns the base URL."""
     from ray import serve
@@ -92,7 +101,7 @@ def deploy(cfg: MoatforgeConfig, printer=print) -> str:
 
     s = cfg.serve
     serve.start(http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s})
-    app = build_app(s.model_dump(mode="json"))
+    app = build_app(app_args(cfg))
     t0 = time.time()
     serve.run(app, name=s.app_name, route_prefix=s.route_prefix)
     host, port = _proxy_address(s.host, s.port)

@@ -301,6 +301,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         _write_metrics(run_dir, history)
         export_final(state_dict, Path(model_dir), tokenizer, cfg.lora, run_dir)
+        time.sleep(loop_config.get("metrics_flush_s", 0.0))  # the last step's metrics reach the agent
     dist.barrier()
 
 

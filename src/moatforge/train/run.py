@@ -13,6 +13,7 @@ from moatforge import storage
 from moatforge.config import MoatforgeConfig
 from moatforge.data import list_data_files, prepare_dataset
 from moatforge.errors import MoatforgeError
+from moatforge.metrics import metrics_flush_seconds
 from moatforge.models import resolve_model
 from moatforge.train.ds_config import total_steps
 from moatforge.train.loop import ATTEMPTS_FILE, METRICS_FILE, train_loop_per_worker
@@ -159,6 +160,8 @@ def run_training(
             "objective": objective,
             "stage": stage,
             "model_name": model_label(cfg.model.name_or_path),
+            # Rank 0 outlives its last step by one metrics export when the cluster outlives the run.
+            "metrics_flush_s": metrics_flush_seconds(cfg.cluster.address),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers,
