@@ -4,11 +4,11 @@ Builds a seeded corpus (``moatforge.curate.synthetic``: prose-like documents wit
 duplicates and low-quality documents, written as JSONL shards), then runs, one after the other on the same
 files and the same number of CPUs:
 
-- moatforge: ``run_curate`` with ``exact_dedup``, ``near_dedup`` (5-grams, 14 x 8) and ``quality`` with the
+- moatforge: ``run_curate`` with ``exact_dedup``, ``near_dedup`` (5-grams, its default 16 bands x 7 rows) and ``quality`` with the
   Gopher repetition + quality rules only, on a local Ray cluster of ``--cpus`` CPUs started beforehand
   (the time to start Ray is reported separately);
 - datatrove: exact dedup (signature / find / filter), its 4-stage MinHash dedup (signatures, buckets,
-  clusters, filter; 5-grams, 14 x 8) and ``GopherRepetitionFilter`` + ``GopherQualityFilter``, each stage a
+  clusters, filter; 5-grams, its default 14 buckets x 8 hashes, or ``--datatrove-lsh 16x7``) and ``GopherRepetitionFilter`` + ``GopherQualityFilter``, each stage a
   ``LocalPipelineExecutor`` with ``--cpus`` workers, installed into its own virtual environment
   (``--datatrove-venv``, created on first use; datatrove is not a moatforge dependency).
 
@@ -62,8 +62,10 @@ def writer(folder):
 # The executor's forkserver imports __main__ in every worker: everything that runs goes under the guard.
 if __name__ == "__main__":
     src, work, cpus, shards = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    buckets, hashes = (int(x) for x in sys.argv[5].split("x"))
     exact = ExactDedupConfig(content_getter=text_of)
-    minhash = MinhashConfig()  # 5-grams, 14 buckets x 8 hashes: the same LSH setting as moatforge's default
+    # 5-grams; 112 hash functions either way, as moatforge's 16 x 7 (datatrove's default is 14 x 8)
+    minhash = MinhashConfig(num_buckets=buckets, hashes_per_bucket=hashes)
     stages = [
         ("exact_signatures", [reader(src, source=True), ExactDedupSignature(f"{work}/exact_sigs", config=exact)], shards),
         ("exact_find", [ExactFindDedups(f"{work}/exact_sigs", f"{work}/exact_dups", config=exact)], 1),
@@ -112,14 +114,14 @@ def _ids_in(folder: Path) -> list[str]:
     return ids
 
 
-def run_datatrove(python: Path, corpus_dir: Path, work: Path, cpus: int, shards: int) -> dict:
+def run_datatrove(python: Path, corpus_dir: Path, work: Path, cpus: int, shards: int, lsh: str) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     script = work / "runner.py"
     script.write_text(DATATROVE_RUNNER)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [python, script, str(corpus_dir), str(work), str(cpus), str(shards)],
+        [python, script, str(corpus_dir), str(work), str(cpus), str(shards), lsh],
         capture_output=True,
         text=True,
         env={**os.environ, "DATATROVE_COLORIZE_LOGS": "0"},
@@ -194,6 +196,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/moatforge-curate-bench"))
     parser.add_argument("--datatrove-venv", type=Path, default=Path.home() / ".cache/moatforge/datatrove-venv")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument(
+        "--datatrove-lsh", default="14x8", help="datatrove's MinHash buckets x hashes (default: its own 14x8)"
+    )
     args = parser.parse_args()
 
     from moatforge.curate.synthetic import dedup_scores, make_corpus
@@ -235,7 +240,9 @@ def main() -> None:
         "ours_step_seconds": ours["stage_seconds"],
     }
     if python is not None:
-        base = run_datatrove(python, corpus_dir, args.work_dir / "datatrove", args.cpus, args.shards)
+        base = run_datatrove(
+            python, corpus_dir, args.work_dir / "datatrove", args.cpus, args.shards, args.datatrove_lsh
+        )
         base_dedup = dedup_scores(base["removed"]["exact"] + base["removed"]["near"], corpus.cluster)
         gopher = set(base["removed"]["gopher_repetition"]) | set(base["removed"]["gopher_quality"])
         base_rate = args.docs / base["seconds"]
@@ -250,6 +257,7 @@ def main() -> None:
                 "baseline": round(base_rate, 1),
                 "ratio": round(ours_rate / base_rate, 3),
                 "baseline_f1": round(base_dedup["f1"], 4),
+                "baseline_lsh": args.datatrove_lsh,
                 "baseline_dedup": {k: round(v, 4) if isinstance(v, float) else v for k, v in base_dedup.items()},
                 "baseline_quality": quality_scores(gopher, corpus),
                 "baseline_seconds": round(base["seconds"], 2),

@@ -1,7 +1,7 @@
 """Dedup recall and precision of the real pipeline (exact_dedup + near_dedup on Ray) on a planted corpus.
 
-The thresholds follow from MinHash-LSH maths for the defaults (word 5-grams, 14 bands x 8 rows): a pair of
-Jaccard similarity J shares a bucket with probability p(J) = 1 - (1 - J**8)**14. Each near copy's exact
+The thresholds follow from MinHash-LSH maths for the defaults (word 5-grams, 16 bands x 7 rows): a pair of
+Jaccard similarity J shares a bucket with probability p(J) = 1 - (1 - J**7)**16. Each near copy's exact
 Jaccard to its source is computed here, so per edit rate the expected number found is sum(p(J)) and the
 observed number must lie within 3 standard deviations of it (found via the source pair, or more rarely via
 another copy of the same source, which can only add). Independent documents have J < 0.05, where

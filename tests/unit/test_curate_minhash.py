@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from moatforge.curate.minhash import (
+    DEFAULT_BANDS,
     EMPTY_HASH,
     UnionFind,
     _permutations,
@@ -82,7 +83,7 @@ def test_near_duplicates_share_a_band_and_unrelated_docs_do_not():
     other = _doc(2)
     docs = {"base": base, "near": near, "other": other}
     keys = {name: set(lsh_band_keys(minhash_signature(shingles(" ".join(w))))) for name, w in docs.items()}
-    assert all(len(k) == 14 for k in keys.values())
+    assert all(len(k) == DEFAULT_BANDS for k in keys.values())
     assert keys["base"] & keys["near"]
     assert not keys["base"] & keys["other"]
     assert not keys["near"] & keys["other"]
@@ -91,8 +92,8 @@ def test_near_duplicates_share_a_band_and_unrelated_docs_do_not():
 def test_band_keys_carry_the_band_index_and_empty_docs_get_none():
     sig = np.zeros(112, dtype=np.uint64)
     keys = lsh_band_keys(sig)
-    assert len(set(keys)) == 14  # identical bands still land in different buckets
-    assert [k.split(":")[0] for k in keys] == [str(b) for b in range(14)]
+    assert len(set(keys)) == DEFAULT_BANDS  # identical bands still land in different buckets
+    assert [k.split(":")[0] for k in keys] == [str(b) for b in range(DEFAULT_BANDS)]
     assert lsh_band_keys(minhash_signature(set())) == []
     assert np.all(minhash_signature(set(), num_perm=4) == EMPTY_HASH)
     with pytest.raises(ValueError):

@@ -67,5 +67,7 @@ def test_dedup_scores_count_removals_per_true_cluster():
 
 def test_detection_probability_is_the_lsh_s_curve():
     assert detection_probability(1.0) == 1.0 and detection_probability(0.0) == 0.0
-    assert detection_probability(0.8) == pytest.approx(0.924, abs=0.001)
-    assert detection_probability(0.5) < 0.06
+    assert detection_probability(0.8) == pytest.approx(1 - (1 - 0.8**7) ** 16)  # the 16 x 7 default
+    assert detection_probability(0.8, bands=14, rows=8) == pytest.approx(0.924, abs=0.001)  # FineWeb's
+    assert detection_probability(0.7) > 0.74 and detection_probability(0.5) < 0.13
+    assert detection_probability(0.2) < 1e-3

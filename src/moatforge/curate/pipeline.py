@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moatforge import storage
 from moatforge.config import MoatforgeConfig
-from moatforge.curate.minhash import EMPTY_HASH, band_hashes, clusters_from_buckets, signatures
+from moatforge.curate.minhash import (
+    DEFAULT_BANDS,
+    DEFAULT_ROWS,
+    EMPTY_HASH,
+    band_hashes,
+    clusters_from_buckets,
+    signatures,
+)
 from moatforge.curate.reader import OUT_COLUMNS, file_digest, list_inputs, read_file
 from moatforge.curate.steps import STEPS, DecontaminateArgs, build_ngram_index
 from moatforge.curate.text_utils import content_hash, parse_messages, row_text, rows_of
@@ -44,8 +51,8 @@ class NearDedupArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ngram: int = Field(5, ge=1)
-    bands: int = Field(14, ge=1)
-    rows: int = Field(8, ge=1)
+    bands: int = Field(DEFAULT_BANDS, ge=1)
+    rows: int = Field(DEFAULT_ROWS, ge=1)
     seed: int = 42
 
 
