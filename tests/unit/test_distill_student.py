@@ -14,7 +14,14 @@ from moatforge.distill.objective import DistillObjective
 from moatforge.distill.run import check_shared_vocab
 from moatforge.distill.teacher import TeacherScorer, score_batch
 from moatforge.errors import MoatforgeError
-from moatforge.models import create_tiny_model, even_layers, layer_importance, load_model, prune_layers
+from moatforge.models import (
+    block_to_drop,
+    create_tiny_model,
+    even_layers,
+    layer_importance,
+    load_model,
+    prune_layers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +77,29 @@ def test_prune_rejects_layers_the_model_lacks(four_layer_dir, tmp_path):
 def test_layer_importance_scores_every_layer(four_layer_dir, batch):
     scores = layer_importance(load_model(four_layer_dir).eval(), [batch])
     assert len(scores) == 4 and all(0 <= s <= 2 for s in scores) and len(set(scores)) == 4
+
+
+def test_block_to_drop_is_the_block_whose_pruned_model_has_the_lowest_loss(tmp_path, batch):
+    path = create_tiny_model(tmp_path / "six", hidden_size=32, layers=6, seed=5)
+    model = load_model(path).eval()
+    layers = list(model.model.layers)
+    start = block_to_drop(model, [batch], drop=3)
+    assert list(model.model.layers) == layers  # the model is left whole
+
+    def loss_without(first: int) -> float:
+        kept = [i for i in range(6) if not first <= i < first + 3]
+        pruned = load_model(prune_layers(path, kept, tmp_path / f"p{first}")).eval()
+        with torch.no_grad():
+            out = pruned(
+                input_ids=torch.as_tensor(batch["input_ids"]),
+                attention_mask=torch.as_tensor(batch["attention_mask"]),
+                labels=torch.as_tensor(batch["labels"]),
+            )
+        return float(out.loss)
+
+    losses = [loss_without(first) for first in range(3)]  # blocks 0-2, 1-3, 2-4: the last layer stays
+    assert start == int(np.argmin(losses)), losses
+    assert len(set(np.round(losses, 4))) == 3  # the choice is not a tie
 
 
 def test_vocabulary_mismatch_is_rejected_before_training(four_layer_dir, tmp_path, tokenizer):

@@ -82,17 +82,18 @@ def build_pruned_student(teacher_dir: Path, layers: int, method: str, cfg: Moatf
         if {k: previous[k] for k in source} == source:
             printer(f"[distill] reusing the pruned student in {out} (layers {previous['kept']})")
             return out
-    keep = even_layers(total, layers) if method == "even" else _important_layers(teacher_dir, layers, cfg)
+    keep = even_layers(total, layers) if method == "even" else _ranked_layers(teacher_dir, layers, method, cfg)
     prune_layers(teacher_dir, keep, out)
     marker.write_text(json.dumps({**source, "kept": keep}) + "\n")
     printer(f"[distill] student: teacher's layers {keep} of {total} ({method}) -> {out}")
     return out
 
 
-def _important_layers(teacher_dir: Path, layers: int, cfg: MoatforgeConfig) -> list[int]:
-    """The ``layers`` layers with the highest Block Influence on a few training rows, in model order."""
+def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeConfig) -> list[int]:
+    """Layers to keep, in model order, judged on a few training rows: all but the most redundant block
+    (``block``), or the ``layers`` layers with the highest Block Influence (``importance``)."""
     from moatforge.data import BadRow, collate, encode_example, read_rows
-    from moatforge.models import layer_importance, load_model, load_tokenizer
+    from moatforge.models import block_to_drop, layer_importance, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(teacher_dir, cfg.model.chat_template)
     encoded = []
@@ -109,7 +110,12 @@ def _important_layers(teacher_dir: Path, layers: int, cfg: MoatforgeConfig) -> l
         )
         for i in range(0, len(encoded), 4)
     ]
-    scores = layer_importance(load_model(teacher_dir).eval(), batches)
+    model = load_model(teacher_dir).eval()
+    total = model.config.num_hidden_layers
+    if method == "block":
+        start = block_to_drop(model, batches, total - layers)
+        return [i for i in range(total) if not start <= i < start + total - layers]
+    scores = layer_importance(model, batches)
     return sorted(sorted(range(len(scores)), key=lambda i: -scores[i])[:layers])
 
 
