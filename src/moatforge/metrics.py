@@ -274,6 +274,52 @@ class RayMetrics:
     def observe(self, name: str, value: float) -> None:
         self.objects[name].observe(value)
 
+    def keep(self, name: str, value: float, **tags: str) -> None:
+        """Set a gauge and re-set it for as long as this process lives (see ``_GaugeKeeper``)."""
+        self.set(name, value, **tags)
+        _KEEPER.keep(self, name, value, tags)
+
+
+class _GaugeKeeper:
+    """Re-sets "last run" gauges every second from a daemon thread.
+
+    Ray's metrics agent evicts a gauge series two export intervals after its emitter last set it, so a value
+    set once at the end of a stage (rows/s of the last curate run, its timestamp) would be scraped only by
+    luck. A driver that runs several stages keeps exporting them until it exits; a CLI run waits for one
+    export before exiting (``wait_for_metrics_export``).
+    """
+
+    def __init__(self, interval_s: float = 1.0):
+        import threading
+
+        self.interval_s = interval_s
+        self._values: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, metrics: RayMetrics, name: str, value: float, tags: dict[str, str]) -> None:
+        import threading
+
+        with self._lock:
+            self._values[(id(metrics), name, tuple(sorted(tags.items())))] = (metrics, name, value, tags)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="moatforge-gauges", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            with self._lock:
+                values = list(self._values.values())
+            for metrics, name, value, tags in values:
+                try:
+                    metrics.set(name, value, **tags)
+                except Exception:  # noqa: BLE001 - Ray shut down under us: nothing left to export to
+                    return
+
+
+_KEEPER = _GaugeKeeper()
+
 
 class TrainRecorder:
     """Turns the training loop's per-step numbers into metrics, cost and the budget decision (rank 0)."""
@@ -453,13 +499,13 @@ def record_curate(manifest: dict, run: str, enabled: bool = True) -> dict[str, f
         return values
     m = RayMetrics(CURATE_METRICS, labels)
     for name, value in values.items():
-        (m.inc if name.endswith(("_read", "_kept")) else m.set)(name, value)
+        (m.inc if name.endswith(("_read", "_kept")) else m.keep)(name, value)
     for (step, reason), n in rejected.items():
         m.inc("moatforge_curate_rows_rejected", n, step=step, reason=reason)
     for (step, reason), n in redactions.items():
         m.inc("moatforge_curate_redactions", n, step=step, reason=reason)
     for step, seconds in steps.items():
-        m.set("moatforge_curate_step_seconds", seconds, step=step)
+        m.keep("moatforge_curate_step_seconds", seconds, step=step)
     return values
 
 

@@ -66,11 +66,6 @@ def _no_processes_left(state: Path) -> list[str]:
     return [line for line in out.splitlines() if str(state) in line and "ps -eo" not in line]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: in the last run the job joined the 3-node cluster with the uploaded source, then its "
-    "`import torch` died with 'Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so' (cause not yet found)",
-)
 def test_submit_finetune_to_local_multinode_cluster(local_cluster, tmp_path, tiny_model_dir, sample_paths):
     env, state = local_cluster
     dashboard = "http://127.0.0.1:8276"
