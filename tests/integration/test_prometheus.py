@@ -244,8 +244,8 @@ def workload(ray_cluster, prometheus, tiny_model_dir, tmp_path_factory):
         train,
         "prom-train",
         "train.zero_stage=1",
-        "train.max_steps=6",
-        "train.checkpoint_every_steps=3",
+        "train.max_steps=4",
+        "train.checkpoint_every_steps=2",
         f"cost.prices.cpu_core={CPU_PRICE}",
         "cost.budget_usd=50",
     )
@@ -367,7 +367,7 @@ def test_training_cost_in_prometheus_matches_the_price_table(prometheus, workloa
     # ... and that is workers x cores x price x wall hours: between the loop's elapsed time and the whole run's.
     rate = workers * cpus * CPU_PRICE / 3600
     assert rate * last["elapsed_s"] <= cost <= rate * w["summary"]["wall_time_s"]
-    assert prometheus.value(f"sum(ray_moatforge_train_steps_total{run})") == 6
+    assert prometheus.value(f"sum(ray_moatforge_train_steps_total{run})") == 4
     tokens = prometheus.value(f"sum(ray_moatforge_train_tokens_total{run})")
     assert tokens == sum(m["tokens"] for m in w["metrics"])
     per_1m = prometheus.last(f"max(ray_moatforge_train_usd_per_1m_tokens{run})", w["start"], w["end"])
