@@ -196,22 +196,25 @@ def even_layers(total: int, keep: int) -> list[int]:
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
 
 
-def _layer_streams(model, batches: list[dict]):
-    """Per batch: the token mask and the residual stream entering each decoder layer, plus the last layer's output.
+def layer_importance(model, batches: list[dict]) -> list[float]:
+    """Block Influence per decoder layer: 1 - cos(input, output) of its hidden states, averaged over tokens.
 
-    Hooks see each layer's own input and output, which the ``output_hidden_states`` tuple does not give for the
-    last layer (it is normalized).
+    A layer that barely turns its input is one the network can lose (ShortGPT; the depth-pruning signal
+    NVIDIA's Minitron compares against). Hooks see each layer's own input and output, which the
+    ``output_hidden_states`` tuple does not give for the last layer (it is normalized).
     """
     import torch
 
     layers = model.model.layers
+    sums = [0.0] * len(layers)
+    count = 0
     captured: dict[int, tuple] = {}
 
     def hook(index):
         def fn(module, args, kwargs, output):
             hidden_in = args[0] if args else kwargs["hidden_states"]
             hidden_out = output[0] if isinstance(output, tuple) else output
-            captured[index] = (hidden_in.detach().float(), hidden_out.detach().float())
+            captured[index] = (hidden_in.detach(), hidden_out.detach())
 
         return fn
 
@@ -221,29 +224,14 @@ def _layer_streams(model, batches: list[dict]):
             for batch in batches:
                 mask = torch.as_tensor(batch["attention_mask"]).bool()
                 model(input_ids=torch.as_tensor(batch["input_ids"]), attention_mask=mask.long())
-                streams = [captured[i][0] for i in range(len(layers))] + [captured[len(layers) - 1][1]]
+                for i, (h_in, h_out) in captured.items():
+                    cos = torch.nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
+                    sums[i] += float((1 - cos)[mask].sum())
+                count += int(mask.sum())
                 captured.clear()
-                yield mask, streams
     finally:
         for h in handles:
             h.remove()
-
-
-def layer_importance(model, batches: list[dict]) -> list[float]:
-    """Block Influence per decoder layer: 1 - cos(input, output) of its hidden states, averaged over tokens.
-
-    A layer that barely turns its input is one the network can lose (ShortGPT; the depth-pruning signal
-    NVIDIA's Minitron compares against).
-    """
-    import torch
-
-    sums = [0.0] * len(model.model.layers)
-    count = 0
-    for mask, streams in _layer_streams(model, batches):
-        for i in range(len(sums)):
-            cos = torch.nn.functional.cosine_similarity(streams[i], streams[i + 1], dim=-1)
-            sums[i] += float((1 - cos)[mask].sum())
-        count += int(mask.sum())
     return [s / max(count, 1) for s in sums]
 
 
@@ -273,16 +261,12 @@ def block_to_drop(model, batches: list[dict], drop: int) -> int:
                     out = model(
                         input_ids=torch.as_tensor(batch["input_ids"]),
                         attention_mask=torch.as_tensor(batch["attention_mask"]),
+                        labels=labels,
                         use_cache=False,
                     )
-                    logits = out.logits[:, :-1].float()
-                    target = labels[:, 1:]
-                    nll += float(
-                        torch.nn.functional.cross_entropy(
-                            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
-                        )
-                    )
-                    tokens += int((target != -100).sum())
+                    count = int((labels[:, 1:] != -100).sum())  # the mean loss is over these targets
+                    nll += float(out.loss) * count
+                    tokens += count
                 losses.append(nll / max(tokens, 1))
     finally:
         model.model.layers = layers
