@@ -177,6 +177,9 @@ class ServeArgs(_Args):
     api_keys_file: str | None = None  # one key per line, in addition to $MOATFORGE_API_KEYS
     allow_unauthenticated: bool = False  # local development only: serve without any API key
     max_batch_size: int = Field(32, ge=1)
+    # Keys and values of recent prompts kept per replica for reuse by prompts that start the same way (the
+    # system prompt and tools an application repeats); 0 turns prefix caching off.
+    prefix_cache_tokens: int = Field(8192, ge=0)
     default_max_tokens: int = Field(256, ge=1)
     max_context: int | None = Field(None, ge=16)
     max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -157,3 +157,58 @@ def test_stream_holdback_helpers():
     assert _safe_prefix_len("hello ST", ["STOP"]) == len("hello ")
     assert _safe_prefix_len("hello", ["STOP"]) == 5
     assert _safe_prefix_len("caf\ufffd", []) == 3
+
+
+SYSTEM = (
+    "system: you are the operations assistant. tools: get_order_status(order_id), issue_refund(order_id, amount, "
+    "reason), create_ticket(title, priority, team), check_inventory(sku, warehouse). user: "
+)
+
+
+def test_prompts_sharing_a_prefix_reuse_its_cache_and_return_what_generate_returns(tiny):
+    """An application sends the same system prompt and tools every time: later requests prefill only their own
+    part, alone or batched with rows of other prefix lengths, and still match plain ``generate`` exactly."""
+    model, tok = tiny
+    eng = BatchEngine(model, tok, max_batch_size=4, max_waiting=8, min_prefix_tokens=4)
+    questions = ["where is order 42?", "refund order 7, it arrived broken", "stock of sku AB-1 in berlin", "hi"]
+    ids = [_ids(tok, SYSTEM + q) for q in questions]
+    try:
+
+        async def one(i):
+            return await _collect(eng, GenerationRequest(i, SamplingParams(max_tokens=6, temperature=0)))
+
+        async def run():
+            first = await one(ids[0])  # fills the cache
+            others = await asyncio.gather(*(one(i) for i in ids[1:] + [_ids(tok, "unrelated words here")]))
+            return [first, *others]
+
+        results = asyncio.run(run())
+        for events, prompt in zip(results, ids + [_ids(tok, "unrelated words here")], strict=True):
+            assert events[-1]["text"] == _reference(model, tok, prompt, 6)
+        stats = eng.load_stats()
+        shared = len(_ids(tok, SYSTEM)) - 2  # the tokenizer may merge across the boundary
+        assert stats["prefix_cached_tokens"] >= 3 * shared, stats
+        assert stats["prefix_cached_tokens"] < stats["prompt_tokens"]
+    finally:
+        eng.close()
+
+
+def test_prefix_cache_keeps_adapters_apart_and_stays_within_its_token_budget():
+    from moatforge.serve.generation import PrefixCache
+
+    cache = PrefixCache(max_tokens=10, min_tokens=2)
+    layer = [(torch.arange(4.0).reshape(1, 1, 4, 1), -torch.arange(4.0).reshape(1, 1, 4, 1))]
+
+    class FakeCache:  # the shape DynamicCache has: .layers with .keys / .values  [B, H, T, D]
+        def __init__(self, k, v):
+            self.layers = [type("L", (), {"keys": k, "values": v})()]
+
+    cache.store([1, 2, 3, 4], None, FakeCache(*layer[0]), 0, torch.ones(4, dtype=torch.long))
+    n, layers = cache.lookup([1, 2, 3, 9, 9], None)
+    assert n == 3 and torch.equal(layers[0][0][:, :, :n], layer[0][0][:, :, :3])
+    assert cache.lookup([1, 2, 3, 9], "billing") == (0, None)  # another adapter's keys differ
+    assert cache.lookup([1, 2, 3, 4], None)[0] == 3  # a repeated prompt still prefills its last token
+    assert cache.lookup([1, 5], None) == (0, None)  # below min_tokens
+    for start in range(3):  # 3 more 4-token prompts: the oldest entries fall out to stay within 10 tokens
+        cache.store([7 + start, 1, 1, 1], None, FakeCache(*layer[0]), 0, torch.ones(4, dtype=torch.long))
+    assert len(cache) == 2 and cache.lookup([1, 2, 3, 9], None) == (0, None)

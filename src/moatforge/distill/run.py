@@ -89,6 +89,11 @@ def build_pruned_student(teacher_dir: Path, layers: int, method: str, cfg: Moatf
     return out
 
 
+# Rows the layer ranking is judged on: the ranking settles on a few rows (each candidate cut costs a forward
+# pass over all of them, and there are tens of candidates).
+CALIBRATION_ROWS = 8
+
+
 def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeConfig) -> list[int]:
     """Layers to keep, in model order, judged on a few training rows: all but the most redundant block
     (``block``), or the ``layers`` layers with the highest Block Influence (``importance``)."""
@@ -97,7 +102,7 @@ def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeCo
 
     tokenizer = load_tokenizer(teacher_dir, cfg.model.chat_template)
     encoded = []
-    for item in read_rows(cfg.data.train).take(16):
+    for item in read_rows(cfg.data.train).take(CALIBRATION_ROWS):
         try:
             encoded.append(encode_example(tokenizer, json.loads(item["row"]), cfg.data.max_seq_len, "truncate"))
         except (BadRow, ValueError):

@@ -78,6 +78,7 @@ class _LLMServerBase:
             max_batch_size=cfg.max_batch_size,
             max_waiting=max(cfg.engine.max_ongoing_requests, cfg.max_batch_size),
             max_context=cfg.max_context,
+            prefix_cache_tokens=cfg.prefix_cache_tokens,
         )
         self.recorder = _replica_recorder(cfg, ENGINE_NAME, cfg.engine)
         self.engine.on_batch = self.recorder.batch

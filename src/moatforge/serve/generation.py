@@ -10,6 +10,14 @@ Each row samples with its own temperature, top-p and ``torch.Generator`` (the re
 in a batch never changes what a greedy or seeded request returns. LoRA adapters of different requests share a
 batch through peft's ``adapter_names`` (rows without an adapter use ``__base__``).
 
+Prompts that start like an earlier one reuse its keys and values (automatic prefix caching, as vLLM's): an
+application sends the same system prompt and tool list with every request, and on a CPU that shared part is
+most of the prefill. The cache is an LRU of recent prompts' per-layer KV, bounded in tokens; a new prompt takes
+the longest common prefix with any entry (same adapter only: LoRA changes keys and values) and prefills just
+the rest. Written here rather than borrowed because it has to share the running batch's cache layout: a row's
+past sits left-padded before its suffix, so rows with different prefix lengths prefill together (the
+attention mask and explicit positions make the padding hole between them invisible).
+
 The loop runs in a thread because torch releases the GIL: the asyncio event loop of the Serve replica keeps
 accepting requests and streaming tokens while a step computes. Results travel back through
 ``loop.call_soon_threadsafe`` into one asyncio queue per request.
@@ -91,6 +99,8 @@ class BatchEngine:
         max_waiting: int = 256,
         max_context: int | None = None,
         prefill_token_budget: int = 4096,
+        prefix_cache_tokens: int = 8192,
+        min_prefix_tokens: int = 16,
     ):
         import torch
 
@@ -101,6 +111,7 @@ class BatchEngine:
         self.max_waiting = max_waiting
         self.max_context = max_context or context_length(model.config)
         self.prefill_token_budget = prefill_token_budget
+        self.prefix_cache = PrefixCache(prefix_cache_tokens, min_prefix_tokens)
         self.device = next(model.parameters()).device
         self.uses_adapters = hasattr(model, "peft_config")
         self._waiting: deque[_Sequence] = deque()
@@ -112,7 +123,14 @@ class BatchEngine:
         self._adapter_users: dict[str, int] = {}
         self._adapters_to_drop: set[str] = set()
         self._commands: deque = deque()
-        self.stats = {"steps": 0, "max_batch": 0, "prefills": 0, "generated_tokens": 0}
+        self.stats = {
+            "steps": 0,
+            "max_batch": 0,
+            "prefills": 0,
+            "generated_tokens": 0,
+            "prompt_tokens": 0,
+            "prefix_cached_tokens": 0,  # prompt tokens whose keys and values came from the prefix cache
+        }
         self.on_batch = None  # called with the running batch's size at every decode step (metrics)
         self._thread = threading.Thread(target=self._run, name="moatforge-batch-engine", daemon=True)
         self._thread.start()
@@ -279,19 +297,28 @@ class BatchEngine:
         return {"adapter_names": [s.request.adapter or BASE_ADAPTER for s in rows]}
 
     def _prefill(self, seqs: list[_Sequence]) -> None:
+        """Prefill newly admitted rows together: each row's cached prefix (if any) becomes its past, left-padded
+        to the longest one, and only the rest of its prompt runs through the model."""
         from transformers import DynamicCache
 
         torch = self.torch
-        lengths = [len(s.request.prompt_ids) for s in seqs]
-        width = max(lengths)
+        hits = [self.prefix_cache.lookup(s.request.prompt_ids, s.request.adapter) for s in seqs]
+        past = [hit[0] for hit in hits]
+        suffixes = [s.request.prompt_ids[n:] for s, n in zip(seqs, past, strict=True)]
+        p_width, s_width = max(past), max(len(x) for x in suffixes)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
-            ids[row, width - n :] = torch.tensor(seq.request.prompt_ids, dtype=torch.long)
-            mask[row, width - n :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids = torch.full((len(seqs), s_width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), p_width + s_width), dtype=torch.long)
+        positions = torch.zeros((len(seqs), s_width), dtype=torch.long)
+        for row, (n, suffix) in enumerate(zip(past, suffixes, strict=True)):
+            ids[row, s_width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+            mask[row, p_width - n : p_width] = 1
+            mask[row, p_width + s_width - len(suffix) :] = 1
+            positions[row, s_width - len(suffix) :] = torch.arange(n, n + len(suffix))
         cache = DynamicCache(config=self.model.config)
+        if p_width:
+            for layer, (keys, values) in enumerate(_stack_past(hits, p_width)):
+                cache.update(keys.to(self.device), values.to(self.device), layer)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -302,11 +329,16 @@ class BatchEngine:
             **self._adapter_kwargs(seqs),
         )
         self.stats["prefills"] += 1
+        self.stats["prompt_tokens"] += sum(len(s.request.prompt_ids) for s in seqs)
+        self.stats["prefix_cached_tokens"] += sum(past)
+        mask = mask.to(self.device)
+        for row, seq in enumerate(seqs):
+            self.prefix_cache.store(seq.request.prompt_ids, seq.request.adapter, cache, row, mask[row])
         tokens = self._sample(out.logits[:, -1, :], seqs)
         new = _BatchState(
             cache=cache,
-            mask=mask.to(self.device),
-            next_pos=torch.tensor(lengths, dtype=torch.long, device=self.device),
+            mask=mask,
+            next_pos=torch.tensor([len(s.request.prompt_ids) for s in seqs], dtype=torch.long, device=self.device),
             last=tokens,
         )
         self._batch = new if self._batch is None or not self._active else self._batch.merge(new)
@@ -443,6 +475,81 @@ class _BatchState:
             layer.values = layer.values.index_select(0, index)[:, :, start:, :]
         self.next_pos = self.next_pos.index_select(0, index)
         self.last = self.last.index_select(0, index)
+
+
+class PrefixCache:
+    """Recent prompts' keys and values, per adapter, least recently used first out, bounded in tokens.
+
+    Entries are whole prompts: any prefix of an entry is valid for a prompt that starts the same way (keys
+    carry their absolute rotary position, and position ``i`` is the same in both).
+    """
+
+    def __init__(self, max_tokens: int, min_tokens: int):
+        from collections import OrderedDict
+
+        self.max_tokens, self.min_tokens = max_tokens, min_tokens
+        self._entries: OrderedDict = OrderedDict()  # (adapter, ids) -> [(keys, values) per layer], [1, H, T, D]
+        self._tokens = 0
+
+    def lookup(self, ids: list[int], adapter: str | None) -> tuple[int, list | None]:
+        """Tokens of ``ids`` covered by the best entry (at least one token is left to prefill), and its layers."""
+        best, best_key = 0, None
+        for key in self._entries:
+            if key[0] != adapter:
+                continue
+            n = _common_prefix(key[1], ids, len(ids) - 1)
+            if n > best:
+                best, best_key = n, key
+        if best < self.min_tokens or best_key is None:
+            return 0, None
+        self._entries.move_to_end(best_key)
+        return best, self._entries[best_key]
+
+    def store(self, ids: list[int], adapter: str | None, cache, row: int, row_mask) -> None:
+        if self.max_tokens <= 0 or len(ids) < self.min_tokens or len(ids) > self.max_tokens:
+            return
+        key = (adapter, tuple(ids))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        columns = row_mask.nonzero().squeeze(-1)  # this row's prompt, skipping left padding and holes
+        layers = [
+            (layer.keys[row : row + 1, :, columns, :].clone(), layer.values[row : row + 1, :, columns, :].clone())
+            for layer in cache.layers
+        ]
+        self._entries[key] = layers
+        self._tokens += len(ids)
+        while self._tokens > self.max_tokens:
+            (_, old_ids), _ = self._entries.popitem(last=False)
+            self._tokens -= len(old_ids)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _common_prefix(a: tuple, b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _stack_past(hits: list[tuple[int, list | None]], width: int):
+    """Per layer, the rows' cached prefixes left-padded to ``width`` (zeros for rows without one)."""
+    import torch
+
+    template = next(layers for n, layers in hits if n)
+    for layer, (k0, v0) in enumerate(template):
+        keys, values = [], []
+        for n, layers in hits:
+            if n:
+                k, v = layers[layer][0][:, :, :n, :], layers[layer][1][:, :, :n, :]
+            else:
+                k, v = k0[:, :, :0, :], v0[:, :, :0, :]
+            keys.append(_left_pad(k, width, 2))
+            values.append(_left_pad(v, width, 2))
+        yield torch.cat(keys, dim=0), torch.cat(values, dim=0)
 
 
 def _left_pad(tensor, width: int, dim: int):
