@@ -64,14 +64,23 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
 
-def prompts(n: int) -> list[dict]:
-    from moatforge.sample_data import generate
+APP_SYSTEM_PROMPT = "You are the internal operations assistant for orders, billing, inventory and tickets."
+
+
+def prompts(n: int, tools: str = "app") -> list[dict]:
+    """The demo's opening user turns. ``app``: every request carries the application's whole tool list, as a
+    deployed assistant sends it; ``row``: each conversation's own subset (no two prompts share much)."""
+    from moatforge.sample_data import TOOLS, generate
 
     rows = generate(seed=3, n_train=max(n, 8), n_eval=4)[0]
     out = []
     for row in rows[:n]:
         first_user = next(i for i, m in enumerate(row["messages"]) if m["role"] == "user")
-        out.append({"messages": row["messages"][: first_user + 1], "tools": row.get("tools")})
+        if tools == "app":  # one application: its own system prompt and tool list on every request
+            messages = [{"role": "system", "content": APP_SYSTEM_PROMPT}, row["messages"][first_user]]
+            out.append({"messages": messages, "tools": TOOLS})
+        else:
+            out.append({"messages": row["messages"][: first_user + 1], "tools": row.get("tools")})
     return out
 
 
@@ -118,12 +127,12 @@ def drive(url: str, model: str, convs: list[dict], concurrency: int, max_tokens:
     }
 
 
-def run_levels(name, url, model, levels, requests_per_level, max_tokens) -> list[dict]:
-    drive(url, model, prompts(2), 1, max_tokens)  # warm-up: first-call allocations, lazy imports
+def run_levels(name, url, model, levels, requests_per_level, max_tokens, tools) -> list[dict]:
+    drive(url, model, prompts(2, tools), 1, max_tokens)  # warm-up: first-call allocations, lazy imports
     out = []
     for c in levels:
         n = max(requests_per_level.get(c, 2 * c), c)
-        r = drive(url, model, prompts(n), c, max_tokens)
+        r = drive(url, model, prompts(n, tools), c, max_tokens)
         r["server"] = name
         print(json.dumps(r), flush=True)
         out.append(r)
@@ -137,6 +146,12 @@ def main() -> None:
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for each server's model")
     ap.add_argument("--requests-c1", type=int, default=6)
+    ap.add_argument(
+        "--tools",
+        choices=["app", "row"],
+        default="app",
+        help="app: every request sends the same full tool list (a deployed assistant); row: each row's own tools",
+    )
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     per_level = {1: args.requests_c1}
@@ -151,7 +166,7 @@ def main() -> None:
     naive = subprocess.Popen([sys.executable, "-c", NAIVE_SERVER, model_dir, str(port), str(args.threads)])
     try:
         wait_ready(f"http://127.0.0.1:{port}/health")
-        baseline = run_levels("naive", f"http://127.0.0.1:{port}", "m", levels, per_level, args.max_tokens)
+        baseline = run_levels("naive", f"http://127.0.0.1:{port}", "m", levels, per_level, args.max_tokens, args.tools)
     finally:
         naive.terminate()
         naive.wait(timeout=30)
@@ -180,7 +195,7 @@ def main() -> None:
     )
     deploy(cfg)
     try:
-        ours = run_levels("moatforge", f"http://127.0.0.1:{port}", "m", levels, per_level, args.max_tokens)
+        ours = run_levels("moatforge", f"http://127.0.0.1:{port}", "m", levels, per_level, args.max_tokens, args.tools)
         stats = requests.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["engine"]
     finally:
         serve.shutdown()
@@ -199,7 +214,7 @@ def main() -> None:
     top_o, top_b = ours[-1], baseline[-1]
     single = ours[0]["p50_s"]
     result = {
-        "name": f"serve_tokens_per_s_c{top_o['concurrency']}",
+        "name": f"serve_tokens_per_s_c{top_o['concurrency']}_{args.tools}_tools",
         "unit": "generated tokens/s",
         "ours": top_o["tokens_per_s"],
         "baseline": top_b["tokens_per_s"],
@@ -208,6 +223,7 @@ def main() -> None:
         "targets": {"ratio": ">= 4", "p99_over_single_latency": "<= 3"},
         "model": args.model,
         "max_tokens": args.max_tokens,
+        "tools": args.tools,
         "torch_threads": args.threads,
         "engine": stats,
         "ours_levels": ours,
