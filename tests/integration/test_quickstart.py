@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from moatforge.quickstart import quickstart_config, results_table, run_quickstart
+from moatforge.quickstart import EVAL_ROWS, quickstart_config, results_table, run_quickstart
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_quickstart_flow_with_a_tiny_model(ray_cluster, tiny_model_dir, tmp_path
     for name in ("base", "teacher", "student"):
         for key in ("tool_call_accuracy", "unparseable_rate", "loss", "latency_s_mean", "tokens_per_s", "n", "params"):
             assert key in on_disk[name], (name, key)
-        assert on_disk[name]["n"] == 40
+        assert on_disk[name]["n"] == EVAL_ROWS
     assert on_disk["student"]["params"] < on_disk["teacher"]["params"]
     assert on_disk["teacher"]["model_path"].endswith("quickstart-teacher/final/model")
     assert on_disk["student"]["model_path"].endswith("quickstart-student/final/model")
