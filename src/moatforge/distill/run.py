@@ -91,7 +91,7 @@ def build_pruned_student(teacher_dir: Path, layers: int, method: str, cfg: Moatf
 
 # Rows the layer ranking is judged on: the ranking settles on a few rows (each candidate cut costs a forward
 # pass over all of them, and there are tens of candidates).
-CALIBRATION_ROWS = 8
+CALIBRATION_ROWS = 4
 
 
 def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeConfig) -> list[int]:
