@@ -119,3 +119,23 @@ def test_distill_without_teacher_is_one_line(tmp_path, sample_paths):
         run_cli("distill", f"data.train={sample_paths['train']}", f"run.storage_path={tmp_path}"), "distill.teacher"
     )
     _assert_one_line_error(run_cli("distill", "distill.student=prune:x"), "prune:N")
+
+
+def test_serve_stops_on_sigterm_and_on_sigint_even_when_started_in_the_background():
+    """A container stop (SIGTERM) or a SIGINT to a backgrounded server must take the Ctrl-C path (delete the app,
+    shut Serve down) rather than kill the process where it stands."""
+    import os
+    import signal
+
+    from moatforge.serve.run import _stop_on_signals
+
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell gives a background job
+    try:
+        _stop_on_signals()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)  # Python runs the handler before the next statement
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])

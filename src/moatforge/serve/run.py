@@ -122,6 +122,18 @@ def _proxy_address(host: str, port: int) -> tuple[str, int]:
     return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), port
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (``kill``, a container stop) ends the server the way Ctrl-C does, and so does SIGINT when the
+    server was started in the background, where a non-interactive shell leaves SIGINT ignored."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def run_serve(cfg: MoatforgeConfig, printer=print) -> int:
     from ray import serve
 
@@ -131,6 +143,7 @@ def run_serve(cfg: MoatforgeConfig, printer=print) -> int:
     deploy(cfg, printer)
     adapters = ", ".join(cfg.serve.adapters) or "none"
     printer(f"[serve] adapters: {adapters}; health: http://{cfg.serve.host}:{cfg.serve.port}/health; Ctrl-C stops")
+    _stop_on_signals()
     try:
         while True:
             time.sleep(3600)
