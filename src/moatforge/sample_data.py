@@ -495,6 +495,57 @@ _NO_TOOL: dict[str, list[tuple[str, str]]] = {
 }  # fmt: skip
 _NO_TOOL_OPENERS = ["", "", "", "Quick one: ", "Hi, ", "Hey, "]
 
+# A request that names a tool's job but leaves out a required argument: the assistant asks for it instead of
+# guessing. Each row carries its own ids, so curation's dedup keeps these (the fixed no-tool exchanges above
+# mostly collapse into one row per template), and the tool the user means is in the row's tool list, so the
+# model has to notice what is missing rather than that no tool fits.
+_MISSING: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "issue_refund": {
+        "train": [
+            ("Refund order {order_id}, the item {reason}.", "How much should I refund on order {order_id}?"),
+            ("{name} wants their money back for {order_id}.",
+             "I can refund {order_id}. What amount, and why is the customer returning it?"),
+        ],
+        "eval": [("Can you sort out a refund on {order_id}? It {reason}.",
+                  "Sure. What amount should the refund on {order_id} be?")],
+    },
+    "create_invoice": {
+        "train": [
+            ("Invoice {company} ({customer_id}) {due}.",
+             "What amount and currency should the invoice for {customer_id} be?"),
+            ("Bill customer {customer_id} for last month.",
+             "How much should I bill {customer_id}, in which currency, and when is it due?"),
+        ],
+        "eval": [("Raise an invoice to {customer_id}, please.",
+                  "Happy to. What's the amount and currency, and the payment terms?")],
+    },
+    "reconcile_invoice": {
+        "train": [
+            ("Reconcile invoice {invoice_id}.", "Which payment should I match invoice {invoice_id} against?"),
+            ("{company} says they paid {invoice_id}; match it up.",
+             "Which payment id did {company} use? I'll reconcile {invoice_id} against it."),
+        ],
+        "eval": [("Please close out {invoice_id} against the customer's payment.",
+                  "Which payment id is it? I need it to reconcile {invoice_id}.")],
+    },
+    "update_ticket_status": {
+        "train": [
+            ("Update ticket {ticket_id}.", "What status should ticket {ticket_id} move to?"),
+            ("{name} asked me to change the status on {ticket_id}.",
+             "Which status should {ticket_id} get: open, in progress, resolved or closed?"),
+        ],
+        "eval": [("Can you do something about {ticket_id}'s status?",
+                  "Sure. Should {ticket_id} be open, in progress, resolved or closed?")],
+    },
+    "check_inventory": {
+        "train": [
+            ("How many {sku} do we have?", "Which warehouse should I check for {sku}: Berlin, Dallas or Singapore?"),
+            ("Is {sku} in stock?", "In which warehouse? I can check Berlin, Dallas or Singapore for {sku}."),
+        ],
+        "eval": [("Stock level for {sku}?", "Which warehouse do you mean for {sku}?")],
+    },
+}  # fmt: skip
+
 # ---------------------------------------------------------------------------------------------
 # Message construction.
 # ---------------------------------------------------------------------------------------------
@@ -660,6 +711,23 @@ def _b_no_tool(rng: _Rng, split: str) -> _Built:
     return [_user(text), {"role": "assistant", "content": answer}], []
 
 
+def _b_missing_info(rng: _Rng, split: str) -> _Built:
+    tool = rng.choice(sorted(_MISSING))
+    question, answer = rng.choice(_MISSING[tool][split])
+    fields = {
+        "order_id": _order_id(rng, split),
+        "customer_id": _customer_id(rng, split),
+        "invoice_id": _invoice_id(rng, split),
+        "ticket_id": _ticket_id(rng, split),
+        "sku": _sku(rng, split),
+        "name": rng.choice(_PEOPLE[split]),
+        "company": rng.choice(_COMPANIES[split]),
+        "reason": rng.choice(_REASON_TEXT[rng.choice(_REFUND_REASONS)]),
+        "due": rng.choice(_DUE_TEXT).format(d=rng.choice(_DUE_DAYS)),
+    }
+    return [_user(_cap(question.format(**fields))), {"role": "assistant", "content": answer.format(**fields)}], [tool]
+
+
 def _email(rng: _Rng, split: str, key_sentences: list[str], subject: str | None = None) -> str:
     n_fill = rng.randint(max(0, 3 - len(key_sentences)), 6 - len(key_sentences))
     fillers = rng.sample(_T["extract_filler"][split], n_fill)
@@ -788,7 +856,7 @@ def _s_refund(rng: _Rng, split: str) -> _Built:
 
 _BUILDERS: dict[str, list[tuple[Callable[[_Rng, str], _Built], int]]] = {
     "single": [(b, 1) for b in _SINGLE_BUILDERS],
-    "no_tool": [(_b_no_tool, 1)],
+    "no_tool": [(_b_no_tool, 1), (_b_missing_info, 1)],
     "extract": [(_x_refund, 1), (_x_ticket, 1), (_x_invoice, 1), (_x_cancel, 1)],
     "parallel": [(_p_orders, 2), (_p_warehouses, 1), (_p_skus, 1), (_p_tickets, 1)],
     "two_step": [(_s_invoice, 3), (_s_refund, 1)],

@@ -212,3 +212,33 @@ def test_prefix_cache_keeps_adapters_apart_and_stays_within_its_token_budget():
     for start in range(3):  # 3 more 4-token prompts: the oldest entries fall out to stay within 10 tokens
         cache.store([7 + start, 1, 1, 1], None, FakeCache(*layer[0]), 0, torch.ones(4, dtype=torch.long))
     assert len(cache) == 2 and cache.lookup([1, 2, 3, 9], None) == (0, None)
+
+
+def test_rows_reuse_finished_slots_widen_for_longer_prompts_and_compact(tiny):
+    """A finished row's slot goes to the next request (a longer prompt widens the batch on the left), and once
+    finished rows outnumber live ones the batch is compacted; every answer still equals ``model.generate``."""
+    model, tok = tiny
+    short, other, long_ = _ids(tok, PROMPTS[0]), _ids(tok, PROMPTS[4]), _ids(tok, PROMPTS[1])
+    assert len(long_) > max(len(short), len(other)) + 3
+    eng = BatchEngine(model, tok, max_batch_size=3, max_waiting=8)
+    # Admitted together: a, b, c; a ends first and d (long) takes its slot; then b, d, c... leave c alone.
+    plan = [(short, 3), (other, 4), (short, 16), (long_, 5), (other, 2)]
+    try:
+
+        async def run():
+            jobs = [
+                _collect(eng, GenerationRequest(ids, SamplingParams(max_tokens=n, temperature=0)))
+                for ids, n in plan
+            ]
+            return await asyncio.gather(*jobs)
+
+        results = asyncio.run(run())
+        stats = eng.load_stats()
+    finally:
+        eng.close()
+    for (ids, n), events in zip(plan, results, strict=True):
+        assert events[-1]["text"] == _reference(model, tok, ids, n)
+        assert events[-1]["completion_tokens"] == n
+    assert stats["reused_slots"] >= 1
+    assert stats["compactions"] >= 1
+    assert stats["running"] == 0
