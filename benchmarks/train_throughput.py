@@ -117,7 +117,8 @@ def run_ours(model_dir: Path, data: Path, storage: Path, args) -> float:
     )
     run_training(cfg, printer=lambda *_: None)
     steps = read_metrics(str(storage / "bench"))[args.warmup :]
-    return sum(m["tokens"] for m in steps) / sum(m["step_time_s"] for m in steps)
+    faults = sum(m["page_faults"] for m in steps) / len(steps)
+    return sum(m["tokens"] for m in steps) / sum(m["step_time_s"] for m in steps), faults
 
 
 def main() -> None:
@@ -148,13 +149,13 @@ def main() -> None:
         if args.baseline_without_ray:
             baselines = [run_baseline(model_dir, args)]
             ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
-            ours = run_ours(model_dir, data, tmp_path / "runs", args)
+            ours, faults = run_ours(model_dir, data, tmp_path / "runs", args)
         else:
             # The same machine state for both sides: Ray's daemons (raylet, GCS, metrics agent) are up while the
             # bare loop runs too, and the bare loop runs before and after ours so that drift averages out.
             ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
             baselines = [run_baseline(model_dir, args)]
-            ours = run_ours(model_dir, data, tmp_path / "runs", args)
+            ours, faults = run_ours(model_dir, data, tmp_path / "runs", args)
             baselines.append(run_baseline(model_dir, args))
         ray.shutdown()
     baseline = sum(baselines) / len(baselines)
@@ -170,6 +171,7 @@ def main() -> None:
         "steps_measured": args.steps - args.warmup,
         "baseline_runs": [round(b, 1) for b in baselines],
         "baseline_with_ray_running": not args.baseline_without_ray,
+        "ours_page_faults_per_step": round(faults),
     }
     print(json.dumps(result))
 

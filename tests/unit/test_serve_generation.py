@@ -227,8 +227,7 @@ def test_rows_reuse_finished_slots_widen_for_longer_prompts_and_compact(tiny):
 
         async def run():
             jobs = [
-                _collect(eng, GenerationRequest(ids, SamplingParams(max_tokens=n, temperature=0)))
-                for ids, n in plan
+                _collect(eng, GenerationRequest(ids, SamplingParams(max_tokens=n, temperature=0))) for ids, n in plan
             ]
             return await asyncio.gather(*jobs)
 

@@ -127,6 +127,12 @@ def build_model(cfg: MoatforgeConfig, model_dir: str, ds_config: dict):
     return model, keep_alive
 
 
+def minor_page_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import deepspeed  # imported inside the worker: it probes accelerators at import time
     import ray.train
@@ -231,7 +237,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     engine.train()
     metrics: dict = {"step": start_step}
     for step in range(start_step, total):
-        t0 = time.time()
+        t0, faults0 = time.time(), minor_page_faults()
         batches = [next(stream) for _ in range(cfg.train.grad_accum)]
         local_targets = sum(count_targets(b) for b in batches)
         local_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
@@ -258,6 +264,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "tokens_per_s": global_tokens / dt if dt > 0 else 0.0,
             "step_time_s": dt,
             "elapsed_s": elapsed_before + time.time() - t_start,
+            "page_faults": minor_page_faults() - faults0,  # this worker's fresh pages, zeroed by the kernel
         }
         is_last = step + 1 == total
         if eval_shard is not None and (
