@@ -120,6 +120,9 @@ _TOOLS_BY_NAME = {t["function"]["name"]: t for t in TOOLS}
 
 KINDS = ("single", "no_tool", "extract", "parallel", "two_step")
 _KIND_WEIGHTS = {"single": 0.40, "no_tool": 0.15, "extract": 0.20, "parallel": 0.15, "two_step": 0.10}
+# Train over-represents text answers: a model that sees few of them learns to call a tool whenever tools are
+# offered (the demo's teacher did, at the eval mix above). The held-out set keeps the mix above.
+_TRAIN_KIND_WEIGHTS = {"single": 0.30, "no_tool": 0.25, "extract": 0.20, "parallel": 0.15, "two_step": 0.10}
 
 _SYSTEM_PROMPTS = [
     "You are OpsBot, an internal operations assistant. Call a tool when one fits; otherwise reply briefly.",
@@ -893,9 +896,9 @@ def _pick_tools(rng: _Rng, needed: list[str], messages: list[dict]) -> list[dict
     return [copy.deepcopy(_TOOLS_BY_NAME[name]) for name in names]
 
 
-def _kind_plan(rng: _Rng, n: int) -> list[str]:
+def _kind_plan(rng: _Rng, n: int, weights: dict[str, float]) -> list[str]:
     """Allocate kinds by largest remainder so that small eval sets still contain every kind."""
-    exact = {k: n * w for k, w in _KIND_WEIGHTS.items()}
+    exact = {k: n * w for k, w in weights.items()}
     counts = {k: int(v) for k, v in exact.items()}
     if n >= len(KINDS):
         for k in KINDS:
@@ -914,7 +917,7 @@ def _kind_plan(rng: _Rng, n: int) -> list[str]:
 
 def _generate_split(rng: _Rng, split: str, n: int) -> list[dict]:
     rows = []
-    for kind in _kind_plan(rng, n):
+    for kind in _kind_plan(rng, n, _TRAIN_KIND_WEIGHTS if split == "train" else _KIND_WEIGHTS):
         builders, weights = zip(*_BUILDERS[kind], strict=True)
         builder = rng.choices(builders, weights=weights)[0]
         turns, needed = builder(rng, split)
