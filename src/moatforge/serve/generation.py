@@ -579,15 +579,10 @@ class _BatchState:
             for layer in self.cache.layers:
                 layer.widen(extra)
             self.mask = _left_pad(self.mask, self.mask.shape[1] + extra, 1)
-        slots, free = [], sorted(self.free)
-        appended = 0
-        for _ in firsts:
-            if free:
-                slots.append(free.pop(0))
-            else:
-                slots.append(self.rows + appended)
-                appended += 1
-        self.free -= set(slots)
+        reused = sorted(self.free)[: len(firsts)]
+        appended = len(firsts) - len(reused)
+        slots = reused + list(range(self.rows, self.rows + appended))
+        self.free -= set(reused)
         if appended:
             rows = self.rows + appended
             cap = min(self.max_rows, max(rows, 2 * self.cache.layers[0]._k.shape[0]))
