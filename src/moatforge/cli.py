@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="held-out JSONL of conversations")
     ev.add_argument("--out", help="write eval.json here")
     ev.add_argument("--limit", type=int, default=None, help="score only the first N rows")
-    ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: the longest reference answer's length + 16 tokens"
+    )
     ev.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
     ev.add_argument(
         "--predictions", help="JSONL of assistant outputs, one per eval row: score them instead of generating"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from moatforge import storage
 from moatforge.chat_template import ParsedOutput, parse_assistant_output
-from moatforge.data import BadRow, collate, encode_example, generation_prompt
+from moatforge.data import BadRow, collate, encode_example, generation_prompt, normalize_row, render
 from moatforge.errors import MoatforgeError
 from moatforge.toolcall_scoring import calls_from_message, calls_match
 
@@ -38,6 +38,26 @@ def load_eval_rows(path: str, limit: int | None = None) -> list[dict]:
     if not rows:
         raise MoatforgeError(f"eval data {path} has no rows")
     return rows
+
+
+# Room beyond the longest reference: a right answer may spell its JSON with a little more whitespace.
+ANSWER_SLACK_TOKENS = 16
+
+
+def answer_token_budget(tokenizer, rows: list[dict]) -> int:
+    """New tokens enough for the longest reference answer, plus slack.
+
+    A fixed cap silently scores every answer longer than it as wrong: two parallel calls take ~85 tokens, so
+    the 64-token cap the demo once used failed every parallel-call row whatever the model wrote.
+    """
+    longest = 0
+    for row in rows:
+        norm = normalize_row({"messages": row["messages"], "tools": row.get("tools")})
+        prompt = render(tokenizer, norm["messages"][:-1], norm["tools"], add_generation_prompt=True)
+        full = render(tokenizer, norm["messages"], norm["tools"])
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        longest = max(longest, len(tokenizer(full, add_special_tokens=False)["input_ids"]) - n_prompt)
+    return longest + ANSWER_SLACK_TOKENS
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int):
@@ -134,17 +154,26 @@ def score(rows: list[dict], predictions: list[str | dict]) -> dict:
 
 
 def evaluate_model(
-    model_dir: str | Path, rows: list[dict], max_new_tokens: int = 96, batch_size: int = 8, with_loss: bool = True
+    model_dir: str | Path,
+    rows: list[dict],
+    max_new_tokens: int | None = None,
+    batch_size: int = 8,
+    with_loss: bool = True,
 ) -> dict:
     from moatforge.models import count_params, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()
     prompts = [generation_prompt(tokenizer, r["messages"], r.get("tools")) for r in rows]
+    if max_new_tokens is None:
+        max_new_tokens = answer_token_budget(tokenizer, rows)
     texts, counts, latency, gen_time = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     result = score(rows, texts)
     result.update(
         {
+            "max_new_tokens": max_new_tokens,
+            # Outputs cut off by the budget: a high rate means the budget, not the model, failed those rows.
+            "truncated_rate": sum(c >= max_new_tokens for c in counts) / len(counts),
             "loss": reference_loss(model, tokenizer, rows, batch_size) if with_loss else None,
             "latency_s_mean": sum(latency) / len(latency),
             "tokens_per_s": sum(counts) / gen_time if gen_time > 0 else 0.0,
@@ -199,7 +228,7 @@ def run_eval(
     data: str,
     out: str | None = None,
     limit: int | None = None,
-    max_new_tokens: int = 96,
+    max_new_tokens: int | None = None,
     batch_size: int = 8,
     predictions: str | None = None,
 ):

@@ -48,7 +48,10 @@ def test_worker_killed_mid_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     assert summary["status"] == "finished"
     assert summary["restarts"] == 1
     (resumed,) = summary["resumed_from_steps"]
-    assert resumed % EVERY == 0 and EVERY <= resumed <= killed_at
+    # metrics.jsonl is flushed at most once a second, so the worker may have got past killed_at (and saved
+    # another checkpoint) before the signal landed: the last checkpoint known to exist is a lower bound.
+    last_known_checkpoint = killed_at // EVERY * EVERY
+    assert resumed % EVERY == 0 and last_known_checkpoint <= resumed < STEPS
     assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, STEPS + 1))
     assert json.loads((run_dir / "summary.json").read_text())["restarts"] == 1
     assert (run_dir / "final" / "model" / "config.json").exists()
