@@ -52,8 +52,8 @@ def answer_token_budget(tokenizer, rows: list[dict]) -> int:
     """
     longest = 0
     for row in rows:
+        prompt = generation_prompt(tokenizer, row["messages"], row.get("tools"))
         norm = normalize_row({"messages": row["messages"], "tools": row.get("tools")})
-        prompt = render(tokenizer, norm["messages"][:-1], norm["tools"], add_generation_prompt=True)
         full = render(tokenizer, norm["messages"], norm["tools"])
         n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         longest = max(longest, len(tokenizer(full, add_special_tokens=False)["input_ids"]) - n_prompt)
