@@ -8,6 +8,7 @@ and counted instead of failing the whole read.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -242,7 +243,7 @@ def _table_to_rows(table: pa.Table) -> pa.Table:
 
 
 class Encoder:
-    """Ray Data callable class: loads the tokenizer once per actor, then encodes batches of raw rows."""
+    """Encodes batches of raw rows with one loaded tokenizer."""
 
     def __init__(self, tokenizer_dir: str, chat_template: str, max_seq_len: int, overlong: str):
         from moatforge.models import load_tokenizer
@@ -298,20 +299,29 @@ class PreparedData:
     tokens: int
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_encoder(tokenizer_dir: str, chat_template: str, max_seq_len: int, overlong: str) -> Encoder:
+    return Encoder(tokenizer_dir, chat_template, max_seq_len, overlong)
+
+
+def encode_batch(table: pa.Table, tokenizer_dir: str, chat_template: str, max_seq_len: int, overlong: str) -> pa.Table:
+    """Ray Data task function. Tasks run in Ray's pooled worker processes, which outlive a dataset, so the
+    tokenizer (and the transformers import under it, ~6 s on two cores) is loaded once per process rather
+    than once per dataset as a fresh actor pool would; every later split or run in the same job starts warm."""
+    return _cached_encoder(tokenizer_dir, chat_template, max_seq_len, overlong)(table)
+
+
 def prepare_dataset(
     path: str, tokenizer_dir: str, chat_template: str, max_seq_len: int, overlong: str, packing: bool, role: str
 ) -> PreparedData:
     """Read, encode and filter one split; counts of skipped rows by status come back for the summary."""
-    import ray.data
-
     encoded = (
         read_rows(path)
         .map_batches(
-            Encoder,
-            fn_constructor_args=(str(tokenizer_dir), chat_template, max_seq_len, overlong),
+            encode_batch,
+            fn_args=(str(tokenizer_dir), chat_template, max_seq_len, overlong),
             batch_format="pyarrow",
             batch_size=64,
-            compute=ray.data.ActorPoolStrategy(size=1),
         )
         .materialize()
     )
