@@ -43,11 +43,8 @@ def main() -> None:
             "final_train_loss": summary["final_loss"],
         }
     best_spec = max(results, key=lambda k: results[k]["tool_call_accuracy"])
-    best, ours, baseline = (
-        results[best_spec],
-        results[best_spec]["tool_call_accuracy"],
-        teacher_result["tool_call_accuracy"],
-    )
+    best = results[best_spec]
+    ours, baseline = best["tool_call_accuracy"], teacher_result["tool_call_accuracy"]
     keys = ("tool_call_accuracy", "unparseable_rate", "tokens_per_s", "params", "distill_s", "final_train_loss")
     print(
         json.dumps(
