@@ -19,10 +19,10 @@ import json
 
 
 def ticket_titles(row: dict) -> list[str]:
-    calls = [tc for m in row["messages"] if m["role"] == "assistant" for tc in (m.get("tool_calls") or [])]
-    return [
-        json.loads(tc["function"]["arguments"])["title"] for tc in calls if tc["function"]["name"] == "create_ticket"
-    ]
+    from moatforge.toolcall_scoring import calls_from_message
+
+    calls = [c for m in row["messages"] if m["role"] == "assistant" for c in calls_from_message(m)]
+    return [c["arguments"]["title"] for c in calls if c["name"] == "create_ticket"]
 
 
 def title_items(tokenizer, rows: list[dict], limit: int) -> list[tuple]:
