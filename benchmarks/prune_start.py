@@ -3,7 +3,8 @@
 Distillation has to win back whatever the cut loses, so the method that picks the layers matters most when the
 training budget is small (the CPU demo). For each method and layer count this builds the student exactly as
 ``moatforge distill`` does (``distill.run._ranked_layers`` / ``even_layers`` + ``models.prune_layers``) and
-scores it with ``evaluate.reference_loss`` on held-out chats; the baseline is the teacher itself.
+scores it with ``evaluate.reference_loss`` on held-out chats, next to the teacher itself; the JSON line compares
+``--ours`` with ``--baseline`` (default: ``greedy`` against ``block``).
 
     .venv/bin/python benchmarks/prune_start.py --teacher runs/quickstart-teacher/final/model \\
         --train runs/quickstart/data/train.jsonl --eval runs/quickstart/data/eval.jsonl --layers 12 18
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -24,6 +26,9 @@ def main() -> None:
     parser.add_argument("--eval", required=True, help="held-out rows the loss is measured on")
     parser.add_argument("--layers", type=int, nargs="+", default=[12])
     parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=["block", "greedy", "importance", "even"])
+    parser.add_argument("--ours", default="greedy", help="the method the JSON line's ratio is for")
+    parser.add_argument("--baseline", default="block", help="the method it is compared with")
     args = parser.parse_args()
 
     import torch
@@ -47,14 +52,18 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.layers:
-            for method in ("block", "importance", "even"):
+            for method in args.methods:
+                t0 = time.perf_counter()
                 keep = even_layers(total, n) if method == "even" else _ranked_layers(teacher, n, method, cfg)
+                search_s = time.perf_counter() - t0
                 value = loss(prune_layers(teacher, keep, Path(tmp) / f"{method}-{n}"))
-                results[f"{method}:{n}"] = {"layers": keep, "loss": round(value, 3)}
-                print(f"[prune] {method:<10} keep {n:>2}: loss {value:.3f}  layers {keep}", flush=True)
+                results[f"{method}:{n}"] = {"layers": keep, "loss": round(value, 3), "search_s": round(search_s, 1)}
+                print(
+                    f"[prune] {method:<10} keep {n:>2}: loss {value:.3f}  layers {keep}  ({search_s:.0f}s)", flush=True
+                )
     worst = min(args.layers)
-    ours = results[f"block:{worst}"]["loss"]
-    baseline = results[f"importance:{worst}"]["loss"]
+    ours = results[f"{args.ours}:{worst}"]["loss"]
+    baseline = results[f"{args.baseline}:{worst}"]["loss"]
     print(
         json.dumps(
             {
@@ -63,6 +72,8 @@ def main() -> None:
                 "ours": ours,
                 "baseline": baseline,
                 "ratio": round(ours / baseline, 3),
+                "ours_method": args.ours,
+                "baseline_method": args.baseline,
                 "teacher_loss": round(teacher_loss, 3),
                 "results": results,
             }

@@ -103,7 +103,7 @@ class DistillArgs(_Args):
 
     teacher: str | None = None
     student: str = "prune:12"
-    prune_method: Literal["block", "importance", "even"] = "block"
+    prune_method: Literal["block", "greedy", "importance", "even"] = "block"
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     beta: float = Field(0.5, ge=0, le=1)
     temperature: float = Field(1.0, gt=0)

@@ -18,9 +18,11 @@ from moatforge.models import (
     block_to_drop,
     create_tiny_model,
     even_layers,
+    greedy_layers,
     layer_importance,
     load_model,
     prune_layers,
+    removal_losses,
 )
 
 
@@ -100,6 +102,48 @@ def test_block_to_drop_is_the_block_whose_pruned_model_has_the_lowest_loss(tmp_p
     losses = [loss_without(first) for first in range(3)]  # blocks 0-2, 1-3, 2-4: the last layer stays
     assert start == int(np.argmin(losses)), losses
     assert len(set(np.round(losses, 4))) == 3  # the choice is not a tie
+
+
+@pytest.fixture(scope="module")
+def six_layer_model(tmp_path_factory):
+    return load_model(create_tiny_model(tmp_path_factory.mktemp("six") / "model", hidden_size=32, layers=6, seed=5))
+
+
+def stack_loss(model, layers: list, stack: list[int], batch) -> float:
+    """The model's own loss with only ``stack`` in place, computed from the embeddings up."""
+    model.model.layers = torch.nn.ModuleList([layers[i] for i in stack])
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.as_tensor(batch["input_ids"]),
+            attention_mask=torch.as_tensor(batch["attention_mask"]),
+            labels=torch.as_tensor(batch["labels"]),
+        )
+    model.model.layers = torch.nn.ModuleList(layers)
+    return float(out.loss)
+
+
+@pytest.mark.parametrize("kept", [[0, 1, 2, 3, 4, 5], [0, 2, 3, 5]])
+def test_removal_losses_replaying_the_layers_below_equal_recomputing_them(six_layer_model, batch, kept):
+    model = six_layer_model.eval()
+    layers = list(model.model.layers)
+    losses = removal_losses(model, layers, kept, [batch])
+    model.model.layers = torch.nn.ModuleList(layers)
+    assert list(losses) == kept[:-1]  # the last layer is never a candidate
+    for left_out, value in losses.items():
+        assert value == pytest.approx(stack_loss(model, layers, [i for i in kept if i != left_out], batch), abs=1e-4)
+    assert len(set(np.round(list(losses.values()), 4))) == len(losses)  # the candidates differ
+
+
+def test_greedy_layers_drop_the_least_missed_layer_one_at_a_time(six_layer_model, batch):
+    model = six_layer_model.eval()
+    layers = list(model.model.layers)
+    kept = greedy_layers(model, [batch], keep=3)
+    assert list(model.model.layers) == layers  # the model is left whole
+    expected = list(range(6))
+    while len(expected) > 3:
+        losses = {i: stack_loss(model, layers, [j for j in expected if j != i], batch) for i in expected[:-1]}
+        expected.remove(min(losses, key=losses.get))
+    assert kept == expected and len(kept) == 3 and kept[-1] == 5
 
 
 def test_vocabulary_mismatch_is_rejected_before_training(four_layer_dir, tmp_path, tokenizer):

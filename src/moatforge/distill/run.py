@@ -96,9 +96,10 @@ CALIBRATION_ROWS = 4
 
 def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeConfig) -> list[int]:
     """Layers to keep, in model order, judged on a few training rows: all but the most redundant block
-    (``block``), or the ``layers`` layers with the highest Block Influence (``importance``)."""
+    (``block``), what is left after dropping the least-missed layer one at a time (``greedy``), or the
+    ``layers`` layers with the highest Block Influence (``importance``)."""
     from moatforge.data import BadRow, collate, encode_example, read_rows
-    from moatforge.models import block_to_drop, layer_importance, load_model, load_tokenizer
+    from moatforge.models import block_to_drop, greedy_layers, layer_importance, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(teacher_dir, cfg.model.chat_template)
     encoded = []
@@ -120,6 +121,8 @@ def _ranked_layers(teacher_dir: Path, layers: int, method: str, cfg: MoatforgeCo
     if method == "block":
         start = block_to_drop(model, batches, total - layers)
         return [i for i in range(total) if not start <= i < start + total - layers]
+    if method == "greedy":
+        return greedy_layers(model, batches, layers)
     scores = layer_importance(model, batches)
     return sorted(sorted(range(len(scores)), key=lambda i: -scores[i])[:layers])
 
