@@ -160,10 +160,10 @@ def evaluate_model(
     batch_size: int = 8,
     with_loss: bool = True,
 ) -> dict:
-    from moatforge.models import count_params, load_model, load_tokenizer
+    from moatforge.models import count_params, load_model, load_tokenizer, row_major_output_head
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir).eval()
+    model = row_major_output_head(load_model(model_dir).eval())
     prompts = [generation_prompt(tokenizer, r["messages"], r.get("tools")) for r in rows]
     if max_new_tokens is None:
         max_new_tokens = answer_token_budget(tokenizer, rows)

@@ -155,6 +155,36 @@ def load_model(model_dir: str | Path, dtype=None):
     return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
 
 
+def row_major_output_head(model):
+    """On a CPU, compute the output layer as ``weight @ hidden.T`` instead of ``F.linear``: same weights (ties
+    kept), same logits, less time.
+
+    Why: for a decode step (a few rows) against SmolLM2's 49,152 × 576 vocabulary matrix, ``F.linear`` takes
+    2.7× as long as the product in the weight's own row-major order (33 against 12 ms for 8 rows on the 2-core
+    AMD EPYC machine, torch 2.13; 1.2× for 1,024 rows; the small matrices inside the layers show no
+    difference). The output layer is a fixed cost per step, as large for a 12-layer student as for its 30-layer
+    teacher, so it is a third of the student's decode step. CUDA's GEMMs do not need this; neither does a
+    model whose head has a bias or is not a plain ``Linear`` (left as is).
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.device.type != "cpu":
+        return model
+
+    class RowMajorHead(torch.nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight  # the same Parameter: a tie to the input embeddings survives
+
+        def forward(self, hidden):
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            return (self.weight @ flat.T).T.reshape(*hidden.shape[:-1], self.weight.shape[0])
+
+    model.set_output_embeddings(RowMajorHead(head.weight))
+    return model
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

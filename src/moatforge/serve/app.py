@@ -48,7 +48,7 @@ class _LLMServerBase:
     """Loads the model once per replica and feeds every request into one shared ``BatchEngine``."""
 
     def __init__(self, args: dict):
-        from moatforge.models import load_tokenizer, resolve_model
+        from moatforge.models import load_tokenizer, resolve_model, row_major_output_head
         from moatforge.serve.generation import BatchEngine
 
         cfg = ServeArgs.model_validate(args)
@@ -65,6 +65,8 @@ class _LLMServerBase:
 
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
         self.adapter_paths = {name: _check_adapter(name, path) for name, path in cfg.adapters.items()}
+        if not self.adapter_paths:  # an adapter may target the output layer; peft wraps only its own types
+            row_major_output_head(model)
         if self.adapter_paths:
             from peft import PeftModel
 
