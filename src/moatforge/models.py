@@ -304,7 +304,7 @@ def greedy_layers(model, batches: list[dict], keep: int) -> list[int]:
     Iterative removal (SLEB, Song et al., 2024) re-scores the survivors after every cut, so it keeps layers that
     only matter once their neighbours are gone, and it is not bound to one contiguous block. On SmolLM2-135M
     fine-tuned for tool calls, keeping 12 of 30 layers (4 calibration rows): held-out loss right after the cut
-    6.37 against 8.70 for ``block``, and it keeps layers 11 and 16, the two middle layers whose loss alone
+    6.37 against 8.70 for ``block``, and it keeps layers 11 and 16, the two middle layers whose removal alone
     breaks copying ticket titles from the prompt, which ``block`` drops. Each removal scores every surviving
     layer, so the search costs ~L² layer passes over the calibration rows against ``block``'s ~L: 749 s
     against 33 s there on 2 CPU cores. Replaying the stored output of the layers below each candidate, instead
