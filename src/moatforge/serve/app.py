@@ -65,14 +65,14 @@ class _LLMServerBase:
 
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
         self.adapter_paths = {name: _check_adapter(name, path) for name, path in cfg.adapters.items()}
-        if not self.adapter_paths:  # an adapter may target the output layer; peft wraps only its own types
-            row_major_output_head(model)
         if self.adapter_paths:
             from peft import PeftModel
 
             # peft's mixed-adapter batches need a PeftModel from the start; further adapters load on demand.
             first, path = next(iter(self.adapter_paths.items()))
             model = PeftModel.from_pretrained(model, path, adapter_name=first).eval()
+        else:  # an adapter may target the output layer, and peft wraps only its own layer types
+            row_major_output_head(model)
         self.stop_token_ids = _stop_token_ids(self.tokenizer, model)
         self.engine = BatchEngine(
             model,
