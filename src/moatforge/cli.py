@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--train-rows", type=int, default=400)
     sample.add_argument("--eval-rows", type=int, default=60)
+    sample.add_argument(
+        "--varied-titles",
+        action="store_true",
+        help="draw train ticket titles from hundreds of combinations instead of 12 (a distillation transfer set)",
+    )
     srv = verbs.add_parser("serve", help="serve a model on Ray Serve behind an OpenAI-compatible API")
     srv.add_argument(
         "--config", help="moatforge config with a serve: group, or a Serve YAML such as serve/student.yaml"
@@ -98,7 +103,9 @@ def _dispatch(args) -> int:
     if args.verb == "sample-data":
         from moatforge.sample_data import write_sample_data
 
-        paths = write_sample_data(args.out, seed=args.seed, n_train=args.train_rows, n_eval=args.eval_rows)
+        paths = write_sample_data(
+            args.out, seed=args.seed, n_train=args.train_rows, n_eval=args.eval_rows, varied_titles=args.varied_titles
+        )
         for name, path in paths.items():
             print(f"{name}: {path}")
         return 0

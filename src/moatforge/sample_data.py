@@ -30,7 +30,11 @@ __all__ = [
     "write_sample_data",
 ]
 
-_Rng = random.Random
+
+class _Rng(random.Random):
+    """The generator's random stream, carrying the one option that changes what the train split draws."""
+
+    varied_titles: bool = False
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str] | None = None) -> dict:
@@ -203,6 +207,48 @@ _TITLES = {
         "Invoice PDF shows wrong logo", "Returns portal blank on mobile", "Payroll report missing contractors",
     ],
 }  # fmt: skip
+# Train titles built from a subject and a symptom: a few hundred distinct titles instead of twelve. A small
+# student fine-tuned on twelve titles learns them by heart and writes one of them for an unseen ticket; one
+# that sees hundreds learns to copy the title from the request. Neither list shares a subject or a symptom
+# with the eval titles above, so the held-out titles stay unseen.
+_TITLE_SUBJECTS = [
+    "Checkout page",
+    "Label printer",
+    "Password reset emails",
+    "Warehouse scanner app",
+    "Admin dashboard",
+    "Shipping rate table",
+    "Stock import",
+    "Refund button",
+    "SSO login",
+    "Nightly export job",
+    "Search index",
+    "Customer portal",
+    "Barcode reader",
+    "Tax calculation",
+    "Gift card balance",
+    "Loyalty points sync",
+    "Packing slip template",
+    "Supplier feed",
+    "Chat widget",
+    "Mobile app cart",
+    "Price rules engine",
+    "Delivery slot picker",
+    "Webhook relay",
+    "Audit log viewer",
+    "Backup job",
+    "Address autocomplete",
+    "Subscription renewals",
+    "Fraud score service",
+    "Product image upload",
+    "CSV export",
+]
+_TITLE_SYMPTOMS = [
+    "returns 500", "offline", "crashes on login", "shows stale data", "times out after a minute", "is very slow",
+    "out of sync", "greyed out for agents", "stuck in a loop", "failed overnight", "shows wrong currency",
+    "drops the last row", "double counts items", "rejects valid input", "freezes on save", "loses its settings",
+    "logs users out", "sends blank emails", "shows a broken layout", "ignores the filter",
+]  # fmt: skip
 _TEAMS = ["payments", "logistics", "platform", "billing", "support", "security", "warehouse"]
 
 # ---------------------------------------------------------------------------------------------
@@ -654,8 +700,14 @@ def _b_inventory(rng: _Rng, split: str) -> _Built:
     return _single_call(rng, text, "check_inventory", {"sku": sku, "warehouse": wh})
 
 
+def _title(rng: _Rng, split: str) -> str:
+    if split == "train" and rng.varied_titles:
+        return f"{rng.choice(_TITLE_SUBJECTS)} {rng.choice(_TITLE_SYMPTOMS)}"
+    return rng.choice(_TITLES[split])
+
+
 def _ticket_args(rng: _Rng, split: str) -> tuple[dict, dict]:
-    title, prio, team = rng.choice(_TITLES[split]), rng.choice(_PRIORITIES), rng.choice(_TEAMS)
+    title, prio, team = _title(rng, split), rng.choice(_PRIORITIES), rng.choice(_TEAMS)
     fields = {"title": title, "prio": rng.choice(_PRIORITY_TEXT[prio]), "team": team}
     return {"title": title, "priority": prio, "team": team}, fields
 
@@ -929,9 +981,17 @@ def _generate_split(rng: _Rng, split: str, n: int) -> list[dict]:
     return rows
 
 
-def generate(seed: int = 0, n_train: int = 400, n_eval: int = 60) -> tuple[list[dict], list[dict]]:
-    """Return (train_rows, eval_rows); one seeded generator drives both so a seed fixes the whole set."""
-    rng = random.Random(seed)
+def generate(
+    seed: int = 0, n_train: int = 400, n_eval: int = 60, varied_titles: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """Return (train_rows, eval_rows); one seeded generator drives both so a seed fixes the whole set.
+
+    ``varied_titles`` draws train ticket titles from hundreds of subject + symptom pairs instead of twelve
+    fixed ones (a transfer set for a small student, which otherwise learns the twelve by heart). It is off by
+    default so that a seed keeps naming the same rows, the demo's held-out set included.
+    """
+    rng = _Rng(seed)
+    rng.varied_titles = varied_titles
     return _generate_split(rng, "train", n_train), _generate_split(rng, "eval", n_eval)
 
 
@@ -949,11 +1009,11 @@ def _write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
 
 
 def write_sample_data(
-    out_dir: str | os.PathLike, seed: int = 0, n_train: int = 400, n_eval: int = 60
+    out_dir: str | os.PathLike, seed: int = 0, n_train: int = 400, n_eval: int = 60, varied_titles: bool = False
 ) -> dict[str, pathlib.Path]:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, eval_rows = generate(seed=seed, n_train=n_train, n_eval=n_eval)
+    train, eval_rows = generate(seed=seed, n_train=n_train, n_eval=n_eval, varied_titles=varied_titles)
     paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
     _write_jsonl(paths["train"], train)
     _write_jsonl(paths["eval"], eval_rows)

@@ -150,3 +150,32 @@ def test_write_sample_data_round_trip(tmp_path):
         lines = paths[key].read_text(encoding="utf-8").splitlines()
         assert [json.loads(line) for line in lines] == rows
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["eval.jsonl", "train.jsonl"]
+
+
+def _titles(rows):
+    return [
+        json.loads(call["function"]["arguments"])["title"]
+        for row in rows
+        for call in _tool_calls(row)
+        if call["function"]["name"] == "create_ticket"
+    ]
+
+
+def test_varied_titles_are_many_and_never_share_a_phrase_with_eval_titles(splits):
+    fixed_train, fixed_eval = splits
+    varied_train, varied_eval = generate(seed=0, n_train=400, n_eval=60, varied_titles=True)
+    assert len(set(_titles(fixed_train))) <= 12
+    assert len(set(_titles(varied_train))) >= 3 * len(set(_titles(fixed_train)))
+    # The held-out titles stay the fixed eval pool, and no train title holds the subject (first two words) or
+    # the symptom (last two words) of any of them.
+    eval_titles = set(_titles(fixed_eval)) | set(_titles(varied_eval))
+    assert eval_titles and not eval_titles & set(_titles(fixed_train))
+    eval_phrases = {" ".join(words).lower() for t in eval_titles for words in (t.split()[:2], t.split()[-2:])}
+    for title in _titles(varied_train):
+        assert title not in eval_titles
+        assert not [p for p in eval_phrases if p in title.lower()], title
+
+
+def test_varied_titles_is_off_by_default_so_a_seed_keeps_its_rows(splits):
+    assert generate(seed=0, n_train=400, n_eval=60, varied_titles=False) == splits
+    assert generate(seed=0, n_train=400, n_eval=60, varied_titles=True)[0] != splits[0]
