@@ -24,7 +24,16 @@ KEYS += ("failure_reasons", "max_new_tokens", "truncated_rate")
 
 def measure(model_dir: str, rows: list[dict], batch_size: int) -> dict:
     first = evaluate_model(model_dir, rows, None, batch_size, with_loss=True)
-    return {**{k: first[k] for k in KEYS}, "tokens_per_s_runs": [first["tokens_per_s"]]}
+    return {**{k: first[k] for k in KEYS}, "tokens_per_s_runs": [first["tokens_per_s"]], "samples": first["samples"]}
+
+
+def write_samples(path: str, rows: list[dict], results: dict) -> None:
+    """Both models' answer to each row side by side, to see which rows the student loses."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, row in enumerate(rows):
+            record = {"row": i, "user": [m["content"] for m in row["messages"] if m["role"] == "user"][-1]}
+            record |= {name: r["samples"][i] for name, r in results.items()}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def main() -> None:
@@ -35,6 +44,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="score only the first N rows")
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=2, help="timed generations per model, alternated")
+    parser.add_argument("--samples", help="write each row's two answers and verdicts to this JSONL file")
     args = parser.parse_args()
     rows = load_eval_rows(args.data, args.rows)
     models = {"teacher": args.teacher, "student": args.student}
@@ -45,7 +55,10 @@ def main() -> None:
             if again["tool_call_accuracy"] != results[name]["tool_call_accuracy"]:
                 raise SystemExit(f"{name}: greedy decoding gave another accuracy on a repeat; results unstable")
             results[name]["tokens_per_s_runs"].append(again["tokens_per_s"])
+    if args.samples:
+        write_samples(args.samples, rows, results)
     for name, r in results.items():
+        r.pop("samples")
         r["tokens_per_s"] = statistics.median(r["tokens_per_s_runs"])
         print(f"{name}: accuracy {r['tool_call_accuracy']:.1%}, loss {r['loss']}, tokens/s {r['tokens_per_s_runs']}")
         for reason, count in sorted(r["failure_reasons"].items(), key=lambda kv: -kv[1]):

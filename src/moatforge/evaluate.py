@@ -132,7 +132,7 @@ def parse_prediction(prediction: str | dict) -> ParsedOutput:
 
 
 def score(rows: list[dict], predictions: list[str | dict]) -> dict:
-    correct, unparseable, reasons = 0, 0, {}
+    correct, unparseable, reasons, verdicts = 0, 0, {}, []
     for row, prediction in zip(rows, predictions, strict=True):
         parsed = parse_prediction(prediction)
         if parsed.error:
@@ -141,6 +141,7 @@ def score(rows: list[dict], predictions: list[str | dict]) -> dict:
         if parsed.error and ok:
             ok, reason = False, parsed.error
         correct += ok
+        verdicts.append({"correct": bool(ok), "reason": None if ok else reason})
         if not ok:
             reasons[reason] = reasons.get(reason, 0) + 1
     n = len(rows)
@@ -150,6 +151,8 @@ def score(rows: list[dict], predictions: list[str | dict]) -> dict:
         "tool_call_accuracy": correct / n,
         "unparseable_rate": unparseable / n,
         "failure_reasons": reasons,
+        # One verdict per row, in row order: which rows a model fails, to compare two models row by row.
+        "samples": verdicts,
     }
 
 
@@ -169,6 +172,8 @@ def evaluate_model(
         max_new_tokens = answer_token_budget(tokenizer, rows)
     texts, counts, latency, gen_time = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     result = score(rows, texts)
+    for sample, text, count in zip(result["samples"], texts, counts, strict=True):
+        sample.update({"output": text, "tokens": count})
     result.update(
         {
             "max_new_tokens": max_new_tokens,
@@ -180,7 +185,6 @@ def evaluate_model(
             "generated_tokens": sum(counts),
             "params": count_params(model),
             "model_path": str(model_dir),
-            "samples": [{"output": t} for t in texts[:3]],
         }
     )
     return result

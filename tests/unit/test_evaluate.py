@@ -30,3 +30,19 @@ def test_eval_reports_its_budget_and_the_outputs_it_cut_off(tiny_model_dir, toke
     auto = evaluate_model(tiny_model_dir, rows, batch_size=3, with_loss=False)
     assert auto["max_new_tokens"] == answer_token_budget(tokenizer, rows)
     assert auto["generated_tokens"] <= 3 * auto["max_new_tokens"]
+    # One sample per row, in row order, whose verdicts add up to the totals.
+    samples = auto["samples"]
+    assert len(samples) == 3 and sum(s["tokens"] for s in samples) == auto["generated_tokens"]
+    assert sum(s["correct"] for s in samples) == auto["correct"]
+    assert all((s["reason"] is None) == s["correct"] for s in samples)
+
+
+def test_score_gives_a_verdict_per_row_in_row_order():
+    from moatforge.evaluate import score
+
+    _, rows = generate(seed=0, n_train=0, n_eval=6)
+    call_rows = [r for r in rows if r["messages"][-1].get("tool_calls")][:2]
+    right = {"role": "assistant", "content": None, "tool_calls": call_rows[1]["messages"][-1]["tool_calls"]}
+    result = score(call_rows, ["I cannot help with that.", right])
+    assert [s["correct"] for s in result["samples"]] == [False, True]
+    assert result["samples"][0]["reason"] in result["failure_reasons"]
