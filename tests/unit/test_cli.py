@@ -72,6 +72,18 @@ def test_sample_data_cli(tmp_path):
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 20
 
 
+def test_sample_data_cli_varied_titles_writes_the_varied_rows(tmp_path):
+    from moatforge.sample_data import generate
+
+    args = ("sample-data", "--seed", "5", "--train-rows", "30", "--eval-rows", "4")
+    assert run_cli(*args, "--out", str(tmp_path / "v"), "--varied-titles").returncode == 0
+    assert run_cli(*args, "--out", str(tmp_path / "f")).returncode == 0
+    assert generate(seed=5, n_train=30, n_eval=4, varied_titles=True) != generate(seed=5, n_train=30, n_eval=4)
+    for flag, folder in ((True, "v"), (False, "f")):
+        lines = (tmp_path / folder / "train.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == generate(seed=5, n_train=30, n_eval=4, varied_titles=flag)[0]
+
+
 @pytest.mark.parametrize("verb", ["train", "quickstart", "eval", "sample-data", "distill", "curate"])
 def test_help(verb):
     assert run_cli(verb, "--help").returncode == 0
