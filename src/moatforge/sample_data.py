@@ -32,7 +32,8 @@ __all__ = [
 
 
 class _Rng(random.Random):
-    """The generator's random stream, carrying the one option that changes what the train split draws."""
+    """The generator's random stream; it carries ``varied_titles`` so the option reaches ``_title`` without a
+    flag threaded through every row builder, and a default stream draws exactly what ``random.Random`` does."""
 
     varied_titles: bool = False
 
