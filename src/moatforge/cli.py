@@ -23,6 +23,17 @@ def _parser() -> argparse.ArgumentParser:
     distill = verbs.add_parser("distill", help="train a small student on a fine-tuned teacher's outputs")
     distill.add_argument("--config", help="YAML config file with a distill: section (see jobs/configs/)")
     distill.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. distill.student=prune:12")
+    aug = verbs.add_parser(
+        "augment", help="a wider distillation transfer set: requests reworded, answered by the teacher"
+    )
+    aug.add_argument("--teacher", required=True, help="model reference of the teacher (e.g. a run's final/model)")
+    aug.add_argument("--data", required=True, help="JSONL of conversations ending in an assistant turn")
+    aug.add_argument("--out", required=True, help="JSONL to write: reworded rows with the teacher's answers")
+    aug.add_argument("--variants", type=int, default=1, help="reworded copies per row")
+    aug.add_argument("--swap-rate", type=float, default=0.2, help="share of swappable words replaced per copy")
+    aug.add_argument("--seed", type=int, default=0)
+    aug.add_argument("--batch-size", type=int, default=12, help="prompts the teacher answers together")
+    aug.add_argument("--limit", type=int, default=None, help="reword only the first N rows")
     quick = verbs.add_parser("quickstart", help="the demo: sample data, LoRA fine-tune, accuracy before and after")
     quick.add_argument("--config", help="optional YAML config for the demo's fine-tune")
     quick.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -94,6 +105,25 @@ def _dispatch(args) -> int:
         summary = run_distill(load_config(args.config, args.overrides))
         print(f"[distill] {summary['status']}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
         print(f"[distill] student model: {summary['final_model']}")
+        return 0
+    if args.verb == "augment":
+        from moatforge.distill.augment import run_augment
+
+        summary = run_augment(
+            args.teacher,
+            args.data,
+            args.out,
+            variants=args.variants,
+            rate=args.swap_rate,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            limit=args.limit,
+        )
+        print(
+            f"[augment] {summary.rows_out} rows written to {args.out} from {summary.rows_in} "
+            f"({summary.words_swapped} words swapped; skipped: {summary.no_swappable_word} with no swappable "
+            f"word, {summary.unparseable_answers} with a malformed teacher answer)"
+        )
         return 0
     if args.verb == "quickstart":
         from moatforge.quickstart import quickstart_config, run_quickstart

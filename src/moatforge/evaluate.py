@@ -17,10 +17,10 @@ from moatforge.errors import MoatforgeError
 from moatforge.toolcall_scoring import calls_from_message, calls_match
 
 
-def load_eval_rows(path: str, limit: int | None = None) -> list[dict]:
+def load_eval_rows(path: str, limit: int | None = None, what: str = "eval data") -> list[dict]:
     text = storage.read_text(path)
     if text is None:
-        raise MoatforgeError(f"eval data {path} does not exist or cannot be read")
+        raise MoatforgeError(f"{what} {path} does not exist or cannot be read")
     rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -28,15 +28,15 @@ def load_eval_rows(path: str, limit: int | None = None) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise MoatforgeError(f"eval data {path}: line {n} is not valid JSON") from None
+            raise MoatforgeError(f"{what} {path}: line {n} is not valid JSON") from None
         messages = row.get("messages") if isinstance(row, dict) else None
         if not messages or messages[-1].get("role") != "assistant":
-            raise MoatforgeError(f"eval data {path}: line {n} must be a conversation ending in an assistant turn")
+            raise MoatforgeError(f"{what} {path}: line {n} must be a conversation ending in an assistant turn")
         rows.append(row)
         if limit and len(rows) >= limit:
             break
     if not rows:
-        raise MoatforgeError(f"eval data {path} has no rows")
+        raise MoatforgeError(f"{what} {path} has no rows")
     return rows
 
 

@@ -84,7 +84,25 @@ def test_sample_data_cli_varied_titles_writes_the_varied_rows(tmp_path):
         assert [json.loads(line) for line in lines] == generate(seed=5, n_train=30, n_eval=4, varied_titles=flag)[0]
 
 
-@pytest.mark.parametrize("verb", ["train", "quickstart", "eval", "sample-data", "distill", "curate"])
+def test_augment_rejects_missing_data_and_bad_settings(tmp_path):
+    out = str(tmp_path / "out.jsonl")
+    missing = run_cli(
+        "augment", "--teacher", "smollm2-135m-instruct", "--data", str(tmp_path / "none.jsonl"), "--out", out
+    )
+    _assert_one_line_error(missing, "data to reword", "does not exist")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    _assert_one_line_error(
+        run_cli("augment", "--teacher", "smollm2-135m-instruct", "--data", str(bad), "--out", out),
+        "line 1",
+        "assistant turn",
+    )
+    zero = run_cli("augment", "--teacher", "smollm2-135m-instruct", "--data", str(bad), "--out", out, "--variants", "0")
+    _assert_one_line_error(zero, "--variants")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("verb", ["train", "quickstart", "eval", "sample-data", "distill", "curate", "augment"])
 def test_help(verb):
     assert run_cli(verb, "--help").returncode == 0
 
