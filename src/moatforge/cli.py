@@ -122,7 +122,8 @@ def _dispatch(args) -> int:
         print(
             f"[augment] {summary.rows_out} rows written to {args.out} from {summary.rows_in} "
             f"({summary.words_swapped} words swapped; skipped: {summary.no_swappable_word} with no swappable "
-            f"word, {summary.unparseable_answers} with a malformed teacher answer)"
+            f"word, {summary.unparseable_answers} with a malformed teacher answer, {summary.truncated_answers} with "
+            f"an answer cut off by the token budget)"
         )
         return 0
     if args.verb == "quickstart":

@@ -78,15 +78,22 @@ def test_teacher_answers_become_data_set_messages():
     assert _answer_message('<tool_call>{"name": "cancel_order", "arguments": {</tool_call>') is None
 
 
-def test_run_augment_writes_rows_the_training_data_reader_accepts(tiny_model_dir, sample_paths, tmp_path):
+def test_teacher_answers_make_rows_the_training_data_reader_accepts(sample_paths):
     from moatforge.data import normalize_row
 
+    row = json.loads(sample_paths["train"].read_text().splitlines()[0])
+    for text in ('<tool_call>{"name": "get_order_status", "arguments": {"order_id": "ORD-1"}}</tool_call>', "Which?"):
+        messages = normalize_row({**row, "messages": row["messages"][:-1] + [_answer_message(text)]})["messages"]
+        assert messages[-1]["role"] == "assistant"
+
+
+def test_run_augment_drops_answers_cut_off_by_the_token_budget(tiny_model_dir, sample_paths, tmp_path):
+    """A random tiny model never ends its answer, so every answer runs into the budget and none is kept."""
     out = tmp_path / "aug" / "train.jsonl"
-    summary = run_augment(str(tiny_model_dir), str(sample_paths["train"]), str(out), variants=2, seed=3, limit=4)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert summary.rows_in == 4 and summary.rows_out == len(rows)
-    assert summary.rows_out + summary.no_swappable_word + summary.unparseable_answers == 8
-    assert rows and all(normalize_row(r)["messages"][-1]["role"] == "assistant" for r in rows)
+    summary = run_augment(str(tiny_model_dir), str(sample_paths["train"]), str(out), variants=2, seed=3, limit=3)
+    assert summary.rows_in == 3 and summary.rows_out == 0
+    assert summary.truncated_answers == 6 - summary.no_swappable_word > 0
+    assert out.read_text() == ""
     assert not list(out.parent.glob("*.tmp*"))
 
 

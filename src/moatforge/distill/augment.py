@@ -37,6 +37,7 @@ class AugmentSummary:
     words_swapped: int
     no_swappable_word: int
     unparseable_answers: int
+    truncated_answers: int
 
 
 def swappable_spans(text: str) -> list[tuple[int, int]]:
@@ -186,13 +187,16 @@ def run_augment(
     model = row_major_output_head(load_model(model_dir).eval())
     candidates, swapped, skipped = reworded_rows(rows, tokenizer, _lm_scorer(model), variants, rate, seed)
     prompts = [generation_prompt(tokenizer, r["messages"], r.get("tools")) for r in candidates]
-    texts, *_ = generate(model, tokenizer, prompts, answer_token_budget(tokenizer, rows), batch_size)
-    written, unparseable = [], 0
-    for row, text in zip(candidates, texts, strict=True):
+    budget = answer_token_budget(tokenizer, rows)
+    texts, counts, *_ = generate(model, tokenizer, prompts, budget, batch_size)
+    written, unparseable, truncated = [], 0, 0
+    for row, text, count in zip(candidates, texts, counts, strict=True):
         answer = _answer_message(text)
-        if answer is None:
+        if count >= budget:  # stopped by the budget, not by the teacher: a cut-off answer is no reference
+            truncated += 1
+        elif answer is None:
             unparseable += 1
-            continue
-        written.append({**row, "messages": row["messages"][:-1] + [answer]})
+        else:
+            written.append({**row, "messages": row["messages"][:-1] + [answer]})
     storage.write_text(out, "".join(json.dumps(r) + "\n" for r in written))
-    return AugmentSummary(len(rows), len(written), swapped, skipped, unparseable)
+    return AugmentSummary(len(rows), len(written), swapped, skipped, unparseable, truncated)
