@@ -124,21 +124,14 @@ def _lm_scorer(model):
 def _answer_message(text: str) -> dict | None:
     """The teacher's generated turn as a data-set assistant message; None when its tool call is malformed."""
     from moatforge.chat_template import parse_assistant_output
+    from moatforge.serve.openai_schema import openai_tool_calls
 
     parsed = parse_assistant_output(text)
     if parsed.error:
         return None
     if not parsed.tool_calls:
         return {"role": "assistant", "content": parsed.content}
-    calls = [
-        {
-            "id": f"call_{n}",
-            "type": "function",
-            "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
-        }
-        for n, c in enumerate(parsed.tool_calls)
-    ]
-    return {"role": "assistant", "content": parsed.content or None, "tool_calls": calls}
+    return {"role": "assistant", "content": parsed.content or None, "tool_calls": openai_tool_calls(parsed.tool_calls)}
 
 
 def reworded_rows(rows: list[dict], tokenizer, scorer, variants: int, rate: float, seed: int):
