@@ -184,10 +184,9 @@ def run_augment(
     texts, counts, *_ = generate(model, tokenizer, prompts, budget, batch_size)
     written, unparseable, truncated = [], 0, 0
     for row, text, count in zip(candidates, texts, counts, strict=True):
-        answer = _answer_message(text)
         if count >= budget:  # stopped by the budget, not by the teacher: a cut-off answer is no reference
             truncated += 1
-        elif answer is None:
+        elif (answer := _answer_message(text)) is None:
             unparseable += 1
         else:
             written.append({**row, "messages": row["messages"][:-1] + [answer]})
