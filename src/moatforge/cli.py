@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw train ticket titles from hundreds of combinations instead of 12 (a distillation transfer set)",
     )
+    sample.add_argument(
+        "--open-titles",
+        action="store_true",
+        help="train ticket titles of 2-5 random words from SmolLM2's vocabulary, so a model must copy them",
+    )
     srv = verbs.add_parser("serve", help="serve a model on Ray Serve behind an OpenAI-compatible API")
     srv.add_argument(
         "--config", help="moatforge config with a serve: group, or a Serve YAML such as serve/student.yaml"
@@ -132,10 +137,20 @@ def _dispatch(args) -> int:
         run_quickstart(load_config(args.config, args.overrides) if args.config else quickstart_config(args.overrides))
         return 0
     if args.verb == "sample-data":
-        from moatforge.sample_data import write_sample_data
+        from moatforge.sample_data import tokenizer_words, write_sample_data
 
+        words: list[str] = []
+        if args.open_titles:
+            from moatforge.models import load_tokenizer, smollm2_tokenizer_dir
+
+            words = tokenizer_words(load_tokenizer(smollm2_tokenizer_dir()))
         paths = write_sample_data(
-            args.out, seed=args.seed, n_train=args.train_rows, n_eval=args.eval_rows, varied_titles=args.varied_titles
+            args.out,
+            seed=args.seed,
+            n_train=args.train_rows,
+            n_eval=args.eval_rows,
+            varied_titles=args.varied_titles,
+            title_words=words,
         )
         for name, path in paths.items():
             print(f"{name}: {path}")

@@ -15,9 +15,12 @@ import json
 import os
 import pathlib
 import random
+import re
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+from moatforge.errors import MoatforgeError
 
 __all__ = [
     "DIRT_KINDS",
@@ -26,6 +29,7 @@ __all__ = [
     "generate",
     "generate_dirty",
     "junk_expected_step",
+    "tokenizer_words",
     "write_dirty_sample_data",
     "write_sample_data",
 ]
@@ -36,6 +40,7 @@ class _Rng(random.Random):
     flag threaded through every row builder, and a default stream draws exactly what ``random.Random`` does."""
 
     varied_titles: bool = False
+    title_words: tuple[str, ...] = ()
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str] | None = None) -> dict:
@@ -208,6 +213,7 @@ _TITLES = {
         "Invoice PDF shows wrong logo", "Returns portal blank on mobile", "Payroll report missing contractors",
     ],
 }  # fmt: skip
+_EVAL_TITLE_WORDS = frozenset(word.lower() for title in _TITLES["eval"] for word in title.split())
 # Train titles built from a subject and a symptom: a few hundred distinct titles instead of twelve. A small
 # student fine-tuned on twelve titles learns them by heart and writes one of them for an unseen ticket; one
 # that sees hundreds learns to copy the title from the request. Neither list shares a subject or a symptom
@@ -678,6 +684,9 @@ def _b_inventory(rng: _Rng, split: str) -> _Built:
 
 
 def _title(rng: _Rng, split: str) -> str:
+    if split == "train" and rng.title_words:
+        words = [rng.choice(rng.title_words) for _ in range(rng.randint(2, 5))]
+        return " ".join([words[0].capitalize(), *words[1:]])
     if split == "train" and rng.varied_titles:
         return f"{rng.choice(_TITLE_SUBJECTS)} {rng.choice(_TITLE_SYMPTOMS)}"
     return rng.choice(_TITLES[split])
@@ -959,17 +968,35 @@ def _generate_split(rng: _Rng, split: str, n: int) -> list[dict]:
 
 
 def generate(
-    seed: int = 0, n_train: int = 400, n_eval: int = 60, varied_titles: bool = False
+    seed: int = 0,
+    n_train: int = 400,
+    n_eval: int = 60,
+    varied_titles: bool = False,
+    title_words: Sequence[str] = (),
 ) -> tuple[list[dict], list[dict]]:
     """Return (train_rows, eval_rows); one seeded generator drives both so a seed fixes the whole set.
 
     ``varied_titles`` draws train ticket titles from hundreds of subject + symptom pairs instead of twelve
     fixed ones (a transfer set for a small student, which otherwise learns the twelve by heart). It is off by
     default so that a seed keeps naming the same rows, the demo's held-out set included.
+
+    ``title_words`` (e.g. ``tokenizer_words``) goes further: each train title is 2-5 words drawn from it, so no
+    title can be told from a list and the only way to write one is to copy it from the request. Words of the
+    held-out titles are left out of it, so those stay unseen.
     """
     rng = _Rng(seed)
     rng.varied_titles = varied_titles
+    rng.title_words = tuple(w for w in dict.fromkeys(title_words) if w.lower() not in _EVAL_TITLE_WORDS)
+    if title_words and not rng.title_words:
+        raise MoatforgeError("sample data: title_words holds no word outside the held-out titles; pass more words")
     return _generate_split(rng, "train", n_train), _generate_split(rng, "eval", n_eval)
+
+
+def tokenizer_words(tokenizer, min_len: int = 3, max_len: int = 12) -> list[str]:
+    """The lower-case whole words of a byte-level BPE vocabulary (tokens that start a word and hold only
+    letters): some 20,000 for SmolLM2, a word pool for open titles without a word list from the network."""
+    pattern = re.compile(rf"\u0120([a-z]{{{min_len},{max_len}}})")
+    return sorted({m.group(1) for token in tokenizer.get_vocab() if (m := pattern.fullmatch(token))})
 
 
 def _write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
@@ -986,11 +1013,18 @@ def _write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
 
 
 def write_sample_data(
-    out_dir: str | os.PathLike, seed: int = 0, n_train: int = 400, n_eval: int = 60, varied_titles: bool = False
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    n_train: int = 400,
+    n_eval: int = 60,
+    varied_titles: bool = False,
+    title_words: Sequence[str] = (),
 ) -> dict[str, pathlib.Path]:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, eval_rows = generate(seed=seed, n_train=n_train, n_eval=n_eval, varied_titles=varied_titles)
+    train, eval_rows = generate(
+        seed=seed, n_train=n_train, n_eval=n_eval, varied_titles=varied_titles, title_words=title_words
+    )
     paths = {"train": out / "train.jsonl", "eval": out / "eval.jsonl"}
     _write_jsonl(paths["train"], train)
     _write_jsonl(paths["eval"], eval_rows)

@@ -84,6 +84,18 @@ def test_sample_data_cli_varied_titles_writes_the_varied_rows(tmp_path):
         assert [json.loads(line) for line in lines] == generate(seed=5, n_train=30, n_eval=4, varied_titles=flag)[0]
 
 
+def test_sample_data_cli_open_titles_draws_titles_from_the_vocabulary(tmp_path, tokenizer):
+    from moatforge.sample_data import generate, tokenizer_words
+
+    args = ("sample-data", "--seed", "5", "--train-rows", "30", "--eval-rows", "4", "--out", str(tmp_path))
+    proc = run_cli(*args, "--open-titles")
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "train.jsonl").read_text().splitlines()
+    expected = generate(seed=5, n_train=30, n_eval=4, title_words=tokenizer_words(tokenizer))[0]
+    assert [json.loads(line) for line in lines] == expected
+    assert expected != generate(seed=5, n_train=30, n_eval=4)[0]
+
+
 def test_augment_rejects_missing_data_and_bad_settings(tmp_path):
     out = str(tmp_path / "out.jsonl")
     missing = run_cli(

@@ -4,7 +4,8 @@ import re
 import jsonschema
 import pytest
 
-from moatforge.sample_data import KINDS, TOOLS, generate, write_sample_data
+from moatforge.errors import MoatforgeError
+from moatforge.sample_data import _TITLES, KINDS, TOOLS, generate, tokenizer_words, write_sample_data
 
 ID_KEYS = {"order_id", "customer_id", "invoice_id", "payment_id", "ticket_id", "sku"}
 
@@ -179,3 +180,32 @@ def test_varied_titles_are_many_and_never_share_a_phrase_with_eval_titles(splits
 def test_varied_titles_is_off_by_default_so_a_seed_keeps_its_rows(splits):
     assert generate(seed=0, n_train=400, n_eval=60, varied_titles=False) == splits
     assert generate(seed=0, n_train=400, n_eval=60, varied_titles=True)[0] != splits[0]
+
+
+def test_tokenizer_words_are_whole_lower_case_words_of_the_vocabulary(tokenizer):
+    words = tokenizer_words(tokenizer)
+    assert len(words) > 10_000
+    assert {"invoice", "warehouse", "printer"} <= set(words)
+    assert all(re.fullmatch(r"[a-z]{3,12}", w) for w in words)
+    # each is one token after a space: the tokenizer encodes " word" back to a single id
+    assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words[::500])
+
+
+def test_open_titles_are_copied_words_and_keep_held_out_words_unseen(splits):
+    pool = ["returns", "portal", "courier", "gravel", "lantern", "orchid", "saddle", "timber", "velvet", "walnut"]
+    train, eval_rows = generate(seed=0, n_train=400, n_eval=60, title_words=pool)
+    titles = _titles(train)
+    assert len(set(titles)) >= 0.9 * len(titles) > 20
+    for title in titles:
+        words = title.lower().split()
+        assert 2 <= len(words) <= 5 and title[0].isupper()
+        # words of held-out titles ("returns", "portal", "courier") are dropped from the pool
+        assert set(words) <= set(pool) - {"returns", "portal", "courier"}, title
+    # held-out titles still come from the held-out pool only
+    assert set(_titles(eval_rows)) <= set(_TITLES["eval"])
+    assert set(_titles(eval_rows)) & set(titles) == set()
+
+
+def test_open_titles_without_a_usable_word_is_a_clear_error():
+    with pytest.raises(MoatforgeError, match="title_words"):
+        generate(seed=0, n_train=10, n_eval=2, title_words=["Returns", "portal"])
