@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--open-titles",
         action="store_true",
-        help="train ticket titles of 2-5 random words from SmolLM2's vocabulary, so a model must copy them",
+        help="train ticket titles of 2-5 random words from SmolLM2's vocabulary, so a model must copy them "
+        "(overrides --varied-titles)",
     )
     srv = verbs.add_parser("serve", help="serve a model on Ray Serve behind an OpenAI-compatible API")
     srv.add_argument(
