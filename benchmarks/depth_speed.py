@@ -4,7 +4,7 @@ The accuracy of the 12-layer SmolLM2 student stays below its 30-layer teacher's,
 more of it; this measures what each extra layer costs in speed. Every cut keeps evenly spread layers of the
 teacher (speed depends on how many, not which) and generates exactly ``--new-tokens`` tokens per held-out prompt
 (``min_new_tokens`` = ``max_new_tokens``), so an untrained cut's babble and a trained one's short answers cost the
-same; batches and the output layer are ``moatforge eval``'s (batch 8, row-major head). Teacher and cuts
+same; prompts go in file order, 8 at a time, with ``moatforge eval``'s row-major output layer. Teacher and cuts
 alternate within each repeat in one process; medians are compared. The last line is one JSON object: the
 shallowest cut against the teacher, with the ratio of every cut.
 
@@ -28,7 +28,9 @@ def cut(model_dir: str, keep: int | None):
 
     if keep is None:
         return row_major_output_head(load_model(model_dir).eval())
-    total = load_model(model_dir).config.num_hidden_layers
+    from transformers import AutoConfig
+
+    total = AutoConfig.from_pretrained(model_dir).num_hidden_layers
     with tempfile.TemporaryDirectory() as tmp:
         pruned = prune_layers(model_dir, even_layers(total, keep), f"{tmp}/model")
         return row_major_output_head(load_model(pruned).eval())

@@ -191,7 +191,7 @@ def test_tokenizer_words_are_whole_lower_case_words_of_the_vocabulary(tokenizer)
     assert all(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words[::500])
 
 
-def test_open_titles_are_copied_words_and_keep_held_out_words_unseen(splits):
+def test_open_titles_are_copied_words_and_keep_held_out_words_unseen():
     pool = ["returns", "portal", "courier", "gravel", "lantern", "orchid", "saddle", "timber", "velvet", "walnut"]
     train, eval_rows = generate(seed=0, n_train=400, n_eval=60, title_words=pool)
     titles = _titles(train)
